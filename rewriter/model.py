@@ -1,0 +1,396 @@
+"""Model handle over ONNX and OpenVINO IR: load, validate, clone, tag, save atomically.
+
+A pass edits ``handle.onnx`` (an ``onnx.ModelProto``, usually through onnx-graphsurgeon) or ``handle.ov`` (an
+``openvino.Model``, through the openvino graph API). Everything else (running, costing, diffing) goes through
+this handle so it works the same on both formats.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .errors import RewriteError
+
+TAG_KEY = "rewriter.pass"  # ONNX NodeProto.metadata_props key naming the pass that made the node
+IR_TAGS = "rewriter_tags"  # OpenVINO model rt_info section: {friendly_name: pass name}
+
+_CORE = None
+
+
+def ov_core():
+    """One shared ``openvino.Core`` (creating one costs ~100 ms)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+class ModelHandle:
+    """One model in either format. ``format`` is ``"onnx"`` or ``"ir"``."""
+
+    def __init__(self, model: Any, source: Path | None = None, external_data: bool = False):
+        if isinstance(model, onnx.ModelProto):
+            self.format = "onnx"
+            self.onnx: onnx.ModelProto | None = model
+            self.ov = None
+        else:
+            self.format = "ir"
+            self.onnx = None
+            self.ov = model
+        self.source = source
+        self.external_data = external_data
+
+    # ---- loading -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, src: str | os.PathLike | onnx.ModelProto | Any) -> ModelHandle:
+        """Load from a path (``.onnx`` or ``.xml``), an ``onnx.ModelProto`` or an ``openvino.Model``."""
+        if isinstance(src, ModelHandle):
+            return src.clone()
+        if isinstance(src, onnx.ModelProto):
+            return cls(_copy_proto(src))
+        if isinstance(src, (str, os.PathLike)):
+            return cls._load_path(Path(src))
+        if type(src).__name__ == "Model" and hasattr(src, "get_ops"):
+            return cls(src.clone())
+        raise RewriteError(f"cannot load a model from {type(src).__name__}: give a path, onnx.ModelProto "
+                           "or openvino.Model")
+
+    @classmethod
+    def _load_path(cls, path: Path) -> ModelHandle:
+        if not path.exists():
+            raise RewriteError(f"{path}: no such file")
+        if path.is_dir():
+            raise RewriteError(f"{path}: is a directory, not a model file")
+        suffix = path.suffix.lower()
+        if suffix == ".xml":
+            return cls(_load_ir(path), source=path)
+        if suffix == ".bin":
+            raise RewriteError(f"{path}: give the IR's .xml file, not its .bin weights")
+        if suffix not in (".onnx", ".pb", ""):
+            raise RewriteError(f"{path}: unknown model type '{suffix}' (expected .onnx or OpenVINO .xml)")
+        model, external = _load_onnx(path)
+        return cls(model, source=path, external_data=external)
+
+    # ---- basics --------------------------------------------------------------------------------------
+    def clone(self) -> ModelHandle:
+        if self.format == "onnx":
+            return ModelHandle(_copy_proto(self.onnx), self.source, self.external_data)
+        return ModelHandle(self.ov.clone(), self.source)
+
+    @property
+    def name(self) -> str:
+        if self.source is not None:
+            return str(self.source)
+        return "<onnx.ModelProto>" if self.format == "onnx" else "<openvino.Model>"
+
+    def set_onnx(self, model: onnx.ModelProto) -> None:
+        """Replace the ONNX model (e.g. after ``gs.export_onnx``), keeping node tags made so far."""
+        tags = self.tags()
+        self.onnx = model
+        for node in model.graph.node:
+            if node.name in tags and not _onnx_tag(node):
+                _set_onnx_tag(node, tags[node.name])
+
+    def ov_model(self):
+        """An ``openvino.Model`` of this model (converted from ONNX when needed; do not edit it)."""
+        if self.format == "ir":
+            return self.ov
+        return ov_core().read_model(_serialize_for_ov(self.onnx))
+
+    def to_ir(self) -> ModelHandle:
+        """ONNX → OpenVINO IR (an independent handle)."""
+        if self.format == "ir":
+            return self.clone()
+        m = self.ov_model()
+        h = ModelHandle(m, self.source)
+        for node, pass_name in self.tags().items():
+            for op in m.get_ops():
+                if op.get_friendly_name() == node:
+                    h.tag([node], pass_name)
+        return h
+
+    # ---- pass tags -----------------------------------------------------------------------------------
+    def tag(self, node_names: list[str] | set[str], pass_name: str) -> None:
+        """Mark nodes as made by ``pass_name`` (ONNX node metadata / IR model rt_info)."""
+        names = set(node_names)
+        if self.format == "onnx":
+            for node in self.onnx.graph.node:
+                if node.name in names:
+                    _set_onnx_tag(node, pass_name)
+        else:
+            for n in names:
+                self.ov.set_rt_info(pass_name, [IR_TAGS, n])
+                for op in self.ov.get_ops():
+                    if op.get_friendly_name() == n:
+                        op.get_rt_info()[TAG_KEY] = pass_name
+
+    def tags(self) -> dict[str, str]:
+        """{node name: pass name} for every tagged node."""
+        if self.format == "onnx":
+            return {n.name: t for n in self.onnx.graph.node if (t := _onnx_tag(n))}
+        out: dict[str, str] = {}
+        if self.ov.has_rt_info([IR_TAGS]):
+            section = self.ov.get_rt_info()[IR_TAGS]
+            try:
+                items = section.value.items() if hasattr(section, "value") else section.items()
+            except AttributeError:
+                items = []
+            for k, v in items:
+                out[str(k)] = v.astype(str) if hasattr(v, "astype") else str(v)
+        return out
+
+    # ---- inputs / outputs ----------------------------------------------------------------------------
+    def inputs(self) -> list[tuple[str, list[int | None], np.dtype]]:
+        """[(name, shape with None for dynamic dims, numpy dtype)] of the graph inputs."""
+        if self.format == "onnx":
+            inits = {i.name for i in self.onnx.graph.initializer}
+            out = []
+            for vi in self.onnx.graph.input:
+                if vi.name in inits:
+                    continue
+                tt = vi.type.tensor_type
+                shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                         for d in tt.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.float32
+                out.append((vi.name, shape, np.dtype(dtype)))
+            return out
+        out = []
+        for p in self.ov.inputs:
+            ps = p.get_partial_shape()
+            shape = [d.get_length() if d.is_static else None for d in ps]
+            out.append((p.get_any_name(), shape, np.dtype(p.get_element_type().to_dtype())))
+        return out
+
+    def outputs(self) -> list[str]:
+        if self.format == "onnx":
+            return [o.name for o in self.onnx.graph.output]
+        return [o.get_any_name() for o in self.ov.outputs]
+
+    def op_types(self) -> dict[str, int]:
+        """Operation census {op type: count}, constants and parameters excluded."""
+        counts: dict[str, int] = {}
+        if self.format == "onnx":
+            for n in self.onnx.graph.node:
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+        else:
+            for op in self.ov.get_ops():
+                t = op.get_type_name()
+                if t not in ("Constant", "Parameter", "Result"):
+                    counts[t] = counts.get(t, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # ---- validation ----------------------------------------------------------------------------------
+    def validate(self, compile_cpu: bool = True) -> None:
+        """Check the graph is well formed (onnx.checker + shape inference / ov type inference + CPU compile)."""
+        if self.format == "onnx":
+            try:
+                if self.onnx.ByteSize() < 1_800_000_000:
+                    onnx.checker.check_model(self.onnx)
+                    onnx.shape_inference.infer_shapes(self.onnx, check_type=True, strict_mode=True)
+                else:
+                    with tempfile.TemporaryDirectory() as d:
+                        p = Path(d) / "m.onnx"
+                        onnx.save(self.onnx, str(p), save_as_external_data=True)
+                        onnx.checker.check_model(str(p))
+            except Exception as e:  # onnx raises several types; all mean "invalid graph"
+                raise RewriteError(f"{self.name}: invalid ONNX graph: {_first_line(e)}") from e
+            if compile_cpu:
+                try:
+                    ov_core().compile_model(self.ov_model(), "CPU")
+                except Exception as e:
+                    raise RewriteError(f"{self.name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+        else:
+            try:
+                self.ov.validate_nodes_and_infer_types()
+                if compile_cpu:
+                    ov_core().compile_model(self.ov, "CPU")
+            except Exception as e:
+                raise RewriteError(f"{self.name}: invalid OpenVINO model: {_first_line(e)}") from e
+
+    # ---- saving --------------------------------------------------------------------------------------
+    def default_output(self, to: str | None = None) -> Path:
+        if self.source is None:
+            raise RewriteError("the model was not loaded from a file: give an output path (-o)")
+        fmt = to or self.format
+        stem = self.source.name[: -len(self.source.suffix)] if self.source.suffix else self.source.name
+        return self.source.with_name(f"{stem}.rewritten.{'xml' if fmt == 'ir' else 'onnx'}")
+
+    def save(self, path: str | os.PathLike, to: str | None = None, compress_to_fp16: bool = False) -> Path:
+        """Write atomically (temp files in the target folder, then rename). ``to``: ``onnx``/``ir``."""
+        path = Path(path)
+        fmt = to or self.format
+        if fmt not in ("onnx", "ir"):
+            raise RewriteError(f"unknown output format '{fmt}' (use onnx or ir)")
+        if fmt == "onnx" and self.format == "ir":
+            raise RewriteError("an OpenVINO IR model cannot be saved as ONNX; use --to ir or a .xml output")
+        if fmt == "ir" and path.suffix.lower() != ".xml":
+            raise RewriteError(f"{path}: an IR output path must end in .xml")
+        if fmt == "onnx" and path.suffix.lower() == ".xml":
+            raise RewriteError(f"{path}: an .xml output needs --to ir")
+        check_output_path(path, self.source)
+        with _atomic_dir(path.parent) as tmp:
+            if fmt == "onnx":
+                t = tmp / path.name
+                big = self.onnx.ByteSize() > 1_800_000_000
+                if self.external_data or big:
+                    onnx.save(self.onnx, str(t), save_as_external_data=True, all_tensors_to_one_file=True,
+                              location=path.name + ".data", size_threshold=1024)
+                else:
+                    onnx.save(self.onnx, str(t))
+                moved = [(t, path)]
+                if (tmp / (path.name + ".data")).exists():
+                    moved.insert(0, (tmp / (path.name + ".data"), path.with_name(path.name + ".data")))
+            else:
+                import openvino as ov
+
+                t = tmp / path.name
+                model = self.ov_model() if self.format == "onnx" else self.ov
+                if self.format == "onnx":
+                    for node, pass_name in self.tags().items():
+                        model.set_rt_info(pass_name, [IR_TAGS, node])
+                ov.save_model(model, str(t), compress_to_fp16=compress_to_fp16)
+                moved = [(t.with_suffix(".bin"), path.with_suffix(".bin")), (t, path)]
+            for a, b in moved:  # weights first, so a visible .xml/.onnx always has its data
+                os.replace(a, b)
+        return path
+
+
+def check_output_path(path: Path, source: Path | None) -> None:
+    """Refuse output paths that would overwrite the input or cannot be written."""
+    if source is not None:
+        src = Path(source).resolve()
+        dst = path.resolve()
+        same = {dst, dst.with_suffix(".bin")} if dst.suffix == ".xml" else {dst}
+        if src in same or (src.suffix == ".xml" and src.with_suffix(".bin") in same):
+            raise RewriteError(f"{path}: output path equals the input; choose another -o")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise RewriteError(f"{path}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise RewriteError(f"{path}: output folder {parent} is not writable")
+
+
+@contextmanager
+def _atomic_dir(parent: Path) -> Iterator[Path]:
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".rewrite-tmp-", dir=parent))
+    except OSError as e:
+        raise RewriteError(f"cannot write to {parent}: {e.strerror}") from e
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- ONNX helpers ----------------------------------------------------------------------------------------
+def _copy_proto(m: onnx.ModelProto) -> onnx.ModelProto:
+    c = onnx.ModelProto()
+    c.CopyFrom(m)
+    return c
+
+
+def _onnx_tag(node: onnx.NodeProto) -> str | None:
+    for p in node.metadata_props:
+        if p.key == TAG_KEY:
+            return p.value
+    return None
+
+
+def _set_onnx_tag(node: onnx.NodeProto, pass_name: str) -> None:
+    for p in node.metadata_props:
+        if p.key == TAG_KEY:
+            p.value = pass_name
+            return
+    e = node.metadata_props.add()
+    e.key, e.value = TAG_KEY, pass_name
+
+
+def _load_onnx(path: Path) -> tuple[onnx.ModelProto, bool]:
+    data = path.read_bytes()
+    if not data:
+        raise RewriteError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:
+        raise RewriteError(f"{path}: not a valid ONNX model (truncated or corrupt protobuf: "
+                           f"{_first_line(e)})") from e
+    if not model.HasField("graph") or not model.graph.node:
+        raise RewriteError(f"{path}: not an ONNX model (no graph nodes)")
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    if external:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as e:
+            raise RewriteError(f"{path}: cannot read its external data: {_first_line(e)}") from e
+    try:
+        onnx.checker.check_model(model) if model.ByteSize() < 1_800_000_000 else None
+    except Exception as e:
+        raise RewriteError(f"{path}: invalid ONNX model: {_first_line(e)}") from e
+    return model, external
+
+
+def _serialize_for_ov(model: onnx.ModelProto) -> bytes | str:
+    if model.ByteSize() < 1_800_000_000:
+        return model.SerializeToString()
+    d = tempfile.mkdtemp(prefix="rewrite-ov-")
+    p = Path(d) / "m.onnx"
+    onnx.save(model, str(p), save_as_external_data=True)
+    return str(p)
+
+
+# ---- IR helpers ------------------------------------------------------------------------------------------
+def _load_ir(xml: Path):
+    bin_path = xml.with_suffix(".bin")
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as e:
+        raise RewriteError(f"{xml}: not an OpenVINO IR (XML parse error: {e})") from e
+    if root.tag != "net":
+        raise RewriteError(f"{xml}: not an OpenVINO IR (root element <{root.tag}>, expected <net>)")
+    need, last = 0, None
+    for layer in root.iter("layer"):
+        if layer.get("type") == "Const":
+            data = layer.find("data")
+            if data is not None and data.get("offset") is not None:
+                end = int(data.get("offset")) + int(data.get("size", 0))
+                if end > need:
+                    need, last = end, layer.get("name")
+    if need:
+        if not bin_path.exists():
+            raise RewriteError(f"{xml}: its weights file {bin_path.name} is missing")
+        have = bin_path.stat().st_size
+        if have < need:
+            raise RewriteError(f"{bin_path}: weights file is short ({have} bytes, layer '{last}' needs {need})")
+    try:
+        return ov_core().read_model(str(xml))
+    except Exception as e:
+        raise RewriteError(f"{xml}: OpenVINO cannot read it: {_first_line(e)}") from e
+
+
+def ir_const(node) -> np.ndarray | None:
+    """Value of an IR Constant, following a Convert (FP16-compressed weights); None if not constant."""
+    t = node.get_type_name()
+    if t == "Constant":
+        return node.get_data().copy()
+    if t == "Convert":
+        src = node.input_value(0).get_node()
+        if src.get_type_name() == "Constant":
+            return src.get_data().astype(node.get_output_element_type(0).to_dtype())
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:300] if s else type(e).__name__
