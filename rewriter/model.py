@@ -244,8 +244,8 @@ class ModelHandle:
             if fmt == "onnx":
                 t = tmp / path.name
                 big = self.onnx.ByteSize() > 1_800_000_000
-                if self.external_data or big:
-                    onnx.save(self.onnx, str(t), save_as_external_data=True, all_tensors_to_one_file=True,
+                if self.external_data or big:  # onnx.save converts the proto in place: save a copy
+                    onnx.save(_copy_proto(self.onnx), str(t), save_as_external_data=True, all_tensors_to_one_file=True,
                               location=path.name + ".data", size_threshold=1024)
                 else:
                     onnx.save(self.onnx, str(t))

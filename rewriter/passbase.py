@@ -139,9 +139,11 @@ class Pass:
 class PassContext:
     """What a pass may need besides the model: calibration images, targets, seed, the original model."""
 
-    calib_dir: str | None = None
+    calib_dir: str | None = None  # --calib: images for calibration / refit
+    images_dir: str | None = None  # --images: images for verification (default: calib_dir, then skimage)
     targets: tuple[str, ...] = ("kmb", "mtl", "cpu")
     seed: int = 0
+    verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
     original: ModelHandle | None = None  # the model as loaded, before any pass
     _calib_cache: dict = field(default_factory=dict)
 

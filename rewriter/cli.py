@@ -1,0 +1,229 @@
+"""`rewrite` command line.
+
+    rewrite --passes asym_interp,dwpw MODEL [-o OUT] [--target kmb|mtl|cpu ...] [--report r.json]
+    rewrite --explain --passes P MODEL        dry run: every candidate site and why; writes nothing
+    rewrite --list-passes                     names, exactness, formats, options
+    rewrite verify BEFORE AFTER [--locate]    numerical comparison of any two models
+    rewrite diff BEFORE AFTER                 structural diff of any two models
+
+Exit codes: 0 success (rolled-back passes are listed in the report), 1 a verification gate failed under
+--on-fail stop or `verify` found a difference, 2 bad usage or bad input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import GateFailed, RewriteError
+
+EPILOG = """\
+examples:
+  rewrite --passes asym_interp,dwpw,int8 model.onnx --target mtl --report report.json
+  rewrite --explain --passes dwpw --opt dwpw.rank=2 model.xml
+  rewrite --passes asym_interp model.onnx --to ir -o model.asym.xml --measure
+  rewrite verify model.onnx model.rewritten.onnx --locate
+  rewrite diff model.onnx model.rewritten.onnx --html diff.html
+
+exit codes: 0 ok; 1 gate failed with --on-fail stop (nothing written) or verify found a difference;
+            2 bad usage or bad input; 3 internal error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rewrite", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Rewrite MiDaS ONNX / OpenVINO IR graphs for Intel NPUs; verify the output and report "
+                    "predicted (kmb, mtl, cpu) and measured (CPU) latency.\n"
+                    "Subcommands: `rewrite verify BEFORE AFTER`, `rewrite diff BEFORE AFTER` (see their --help).")
+    p.add_argument("model", nargs="?", help="input model: .onnx or OpenVINO .xml (with its .bin)")
+    p.add_argument("--passes", help="comma-separated passes to apply in order, e.g. asym_interp,dwpw,int8")
+    p.add_argument("--list-passes", action="store_true", help="list passes with exactness, formats, options")
+    p.add_argument("--explain", action="store_true",
+                   help="dry run: list every candidate site and why it would or would not change")
+    p.add_argument("-o", "--output", help="output path (default: NAME.rewritten.onnx / .xml beside the input)")
+    p.add_argument("--to", choices=("onnx", "ir"), help="output format (default: the input's; onnx→ir allowed)")
+    p.add_argument("--compress-to-fp16", action="store_true",
+                   help="IR output: store weights as FP16 (default keeps FP32)")
+    p.add_argument("--opt", action="append", default=[], metavar="PASS.KEY=VALUE",
+                   help="pass option, e.g. --opt dwpw.rank=2 (repeatable; see --list-passes)")
+    p.add_argument("--target", action="append", choices=("kmb", "mtl", "cpu"),
+                   help="predicted-latency target (repeatable; default: all three)")
+    p.add_argument("--calib", metavar="DIR",
+                   help="folder of images for calibration/refit (default: scikit-image photos)")
+    p.add_argument("--images", metavar="DIR", help="folder of images for verification (default: --calib)")
+    p.add_argument("--no-verify", action="store_true", help="skip the numerical check after each pass")
+    p.add_argument("--on-fail", choices=("rollback", "stop", "keep"), default="rollback",
+                   help="when a pass fails its gate: roll it back and go on (default), stop with exit 1, "
+                        "or keep it and report")
+    p.add_argument("--budget", help="fidelity budget for approximate passes, e.g. delta1=0.98,absrel=0.03")
+    p.add_argument("--tol", type=float, help="float tolerance for exact passes (relative to output range)")
+    p.add_argument("--check-runtime", choices=("ov", "ort", "both"), default="ov",
+                   help="runtime for verification (ort: onnxruntime, ONNX only)")
+    p.add_argument("--measure", action="store_true", help="measure CPU latency before/after (interleaved A/B)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
+    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
+    p.add_argument("--json", action="store_true", help="with --list-passes/--explain: print JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail (per-site tables, tracebacks)")
+    return p
+
+
+def _sub_parser(name: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"rewrite {name}")
+    if name == "verify":
+        from .verify import add_verify_arguments
+
+        add_verify_arguments(p)
+    else:
+        from .diff import add_diff_arguments
+
+        add_diff_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        if argv and argv[0] in ("verify", "diff"):
+            args = _sub_parser(argv[0]).parse_args(argv[1:])
+            if argv[0] == "verify":
+                from .verify import run_verify
+
+                return run_verify(args)
+            from .diff import run_diff
+
+            return run_diff(args)
+        return _main_rewrite(build_parser().parse_args(argv))
+    except RewriteError as e:
+        print(f"rewrite: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rewrite: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: one line, never a traceback unless -v
+        if verbose:
+            raise
+        print(f"rewrite: internal error: {type(e).__name__}: {e} (rerun with -v for details)", file=sys.stderr)
+        return 3
+
+
+def _list_passes(as_json: bool) -> int:
+    from .passbase import load_passes
+
+    descs = [cls().describe() for cls in load_passes().values()]
+    if as_json:
+        print(json.dumps(descs, indent=2))
+        return 0
+    for d in descs:
+        kind = "exact" if d["exact"] else "approximate"
+        extra = ", must be last" if d["quantizes"] else ""
+        print(f"{d['name']:<14} {kind:<11} formats: {'/'.join(d['formats'])}{extra}")
+        print(f"    {d['description']}")
+        for k, o in d["options"].items():
+            choices = f" [{'|'.join(map(str, o['choices']))}]" if o.get("choices") else ""
+            print(f"    --opt {d['name']}.{k}={o['default']!r}{choices}  {o['help']}")
+    return 0
+
+
+def _main_rewrite(args: argparse.Namespace) -> int:
+    if args.list_passes:
+        return _list_passes(args.json)
+    if not args.model:
+        raise RewriteError("no input model given (rewrite --help)")
+    if not args.passes:
+        raise RewriteError("no --passes given (see rewrite --list-passes)")
+    from .passbase import parse_opts
+
+    opts = parse_opts(args.opt)
+    targets = tuple(dict.fromkeys(args.target or ("kmb", "mtl", "cpu")))
+    if args.explain:
+        from .manager import explain
+
+        rep = explain(args.model, args.passes, opts=opts, calib=args.calib, targets=targets, seed=args.seed)
+        print(json.dumps(rep, indent=2) if args.json else _render_explain(rep))
+        return 0
+
+    from .manager import rewrite
+    from .model import ModelHandle, check_output_path
+    from .passbase import build_passes
+
+    # unknown passes / bad options fail before a large model is read
+    passes = build_passes([p.strip() for p in args.passes.split(",") if p.strip()], opts)
+    src = Path(args.model)
+    handle = ModelHandle.load(src)
+    out = Path(args.output) if args.output else handle.default_output(args.to)
+    check_output_path(out, src)
+    for extra in (args.report, args.md, args.html):
+        if extra:
+            check_output_path(Path(extra), src)
+    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    code = 0
+    try:
+        _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
+                            images=args.images, targets=targets, verify=not args.no_verify,
+                            on_fail=args.on_fail, budget=args.budget, tol=args.tol,
+                            check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
+                            compress_to_fp16=args.compress_to_fp16,
+                            verbosity=-1 if args.quiet else int(args.verbose), progress=say)
+        report["input"] = str(src)
+    except GateFailed as e:
+        report = e.report or {}
+        report["input"] = str(src)
+        print(f"rewrite: {e}", file=sys.stderr)
+        code = 1
+    _write_reports(report, args)
+    if not args.quiet:
+        from .report import render_text
+
+        print(render_text(report, verbose=args.verbose))
+    elif report.get("output"):
+        print(report["output"])
+    return code
+
+
+def _write_reports(report: dict, args: argparse.Namespace) -> None:
+    if args.report:
+        _atomic_write_text(Path(args.report), json.dumps(report, indent=2, default=str) + "\n")
+    if args.md:
+        from .report import write_markdown
+
+        write_markdown(report, args.md)
+    if args.html:
+        from .report import write_html
+
+        write_html(report, args.html)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RewriteError(f"{path}: cannot write the report: {e.strerror}") from e
+
+
+def _render_explain(rep: dict) -> str:
+    lines = [f"explain: {rep['input']} ({rep['format']}) — dry run, nothing written"]
+    for p in rep["passes"]:
+        kind = "exact" if p["exact"] else "approximate"
+        lines.append(f"\n{p['name']} ({kind}): {p['sites_to_change']} of {len(p['sites'])} candidate site(s) "
+                     "would change")
+        if not p["sites"]:
+            lines.append("  (no candidate sites)")
+        for s in p["sites"]:
+            details = ", ".join(f"{k}={v}" for k, v in s["details"].items())
+            lines.append(f"  {s['node']:<40} {s['op']:<12} {s['decision']}" + (f"  [{details}]" if details else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Model handle: loading both formats, bad input messages, tags that survive saving, atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_tiny, sha256
+
+from rewriter import ModelHandle, RewriteError
+from rewriter.runtime import run
+
+
+def _feed(seed=0):
+    return {"x": np.random.default_rng(seed).standard_normal((1, 8, 16, 16)).astype(np.float32)}
+
+
+def test_load_onnx_path_proto_and_ir(tiny_onnx, tiny_ir):
+    a = ModelHandle.load(tiny_onnx)
+    b = ModelHandle.load(onnx.load(str(tiny_onnx)))
+    c = ModelHandle.load(tiny_ir)
+    d = ModelHandle.load(c.ov)
+    assert (a.format, b.format, c.format, d.format) == ("onnx", "onnx", "ir", "ir")
+    assert a.inputs()[0][:2] == ("x", [1, 8, 16, 16])
+    assert c.inputs()[0][1] == [1, 8, 16, 16]
+    ya, yc = run(a, [_feed()])[0], run(c, [_feed()])[0]
+    np.testing.assert_allclose(next(iter(ya.values())), next(iter(yc.values())), atol=1e-5)
+    assert a.op_types() == {"Conv": 2, "Relu": 1, "Resize": 1}
+    assert c.op_types()["Convolution"] == 2 and c.op_types()["Interpolate"] == 1
+
+
+def test_clone_is_independent(tiny_onnx):
+    a = ModelHandle.load(tiny_onnx)
+    b = a.clone()
+    b.onnx.graph.node[0].name = "renamed"
+    assert a.onnx.graph.node[0].name == "conv1"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "ir"])
+def test_tags_survive_save_and_reload(tmp_path, tiny_onnx, tiny_ir, fmt):
+    h = ModelHandle.load(tiny_onnx if fmt == "onnx" else tiny_ir)
+    name = "conv1" if fmt == "onnx" else next(op.get_friendly_name() for op in h.ov.get_ops()
+                                               if op.get_type_name() == "Convolution")
+    h.tag([name], "dwpw")
+    assert h.tags() == {name: "dwpw"}
+    out = h.save(tmp_path / ("o.onnx" if fmt == "onnx" else "o.xml"))
+    assert ModelHandle.load(out).tags() == {name: "dwpw"}
+
+
+def test_set_onnx_keeps_tags_of_surviving_nodes(tiny_onnx):
+    import onnx_graphsurgeon as gs
+
+    h = ModelHandle.load(tiny_onnx)
+    h.tag(["conv1"], "p")
+    h.set_onnx(gs.export_onnx(gs.import_onnx(h.onnx)))  # graphsurgeon drops metadata_props
+    assert h.tags() == {"conv1": "p"}
+
+
+def test_onnx_to_ir_keeps_numerics_and_tags(tmp_path, tiny_onnx):
+    h = ModelHandle.load(tiny_onnx)
+    out = h.save(tmp_path / "m.xml", to="ir")
+    assert out.exists() and out.with_suffix(".bin").exists()
+    ir = ModelHandle.load(out)
+    np.testing.assert_allclose(next(iter(run(h, [_feed()])[0].values())),
+                               next(iter(run(ir, [_feed()])[0].values())), atol=1e-5)
+
+
+def test_ir_save_keeps_fp32_by_default(tmp_path, tiny_ir):
+    h = ModelHandle.load(tiny_ir)
+    h.save(tmp_path / "fp32.xml")
+    h.save(tmp_path / "fp16.xml", compress_to_fp16=True)
+    assert "f16" not in (tmp_path / "fp32.xml").read_text()
+    assert "f16" in (tmp_path / "fp16.xml").read_text()
+
+
+def test_external_data_round_trip(tmp_path):
+    m = make_tiny()
+    src = tmp_path / "ext.onnx"
+    onnx.save(m, str(src), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
+              size_threshold=0)
+    h = ModelHandle.load(src)
+    assert h.external_data
+    out = h.save(tmp_path / "out" / "e.onnx") if (tmp_path / "out").mkdir() is None else None
+    assert (tmp_path / "out" / "e.onnx.data").exists()
+    np.testing.assert_allclose(next(iter(run(ModelHandle.load(out), [_feed()])[0].values())),
+                               next(iter(run(h, [_feed()])[0].values())), atol=0)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "no such file"),
+    ("junk", "not a valid ONNX model"),
+    ("empty", "empty file"),
+    ("truncated", "not a valid ONNX model"),
+    ("ir_no_bin", "is missing"),
+    ("ir_short_bin", "weights file is short"),
+    ("ir_junk", "not an OpenVINO IR"),
+    ("bin", "give the IR's .xml"),
+    ("txt", "unknown model type"),
+])
+def test_bad_input_messages(tmp_path, tiny_onnx, tiny_ir, case, expected):
+    p = {"missing": tmp_path / "nope.onnx", "junk": tmp_path / "junk.onnx", "empty": tmp_path / "empty.onnx",
+         "truncated": tmp_path / "trunc.onnx", "ir_no_bin": tiny_ir, "ir_short_bin": tiny_ir,
+         "ir_junk": tmp_path / "junk.xml", "bin": tiny_ir.with_suffix(".bin"), "txt": tmp_path / "m.txt"}[case]
+    if case == "junk":
+        p.write_text("not a model")
+    elif case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        data = tiny_onnx.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+    elif case == "ir_no_bin":
+        tiny_ir.with_suffix(".bin").unlink()
+    elif case == "ir_short_bin":
+        b = tiny_ir.with_suffix(".bin")
+        b.write_bytes(b.read_bytes()[:100])
+    elif case == "ir_junk":
+        p.write_text("<html></html>")
+    elif case == "txt":
+        p.write_text("x")
+    with pytest.raises(RewriteError, match=expected) as e:
+        ModelHandle.load(p)
+    assert str(p.name) in str(e.value) or str(p.with_suffix(".bin").name) in str(e.value)
+
+
+def test_save_refuses_input_path_and_leaves_no_temp(tmp_path, tiny_onnx, tiny_ir):
+    h = ModelHandle.load(tiny_onnx)
+    before = sha256(tiny_onnx)
+    with pytest.raises(RewriteError, match="equals the input"):
+        h.save(tiny_onnx)
+    ir = ModelHandle.load(tiny_ir)
+    with pytest.raises(RewriteError, match="equals the input"):
+        ir.save(tiny_ir)
+    with pytest.raises(RewriteError, match="does not exist"):
+        h.save(tmp_path / "no" / "dir" / "x.onnx")
+    assert sha256(tiny_onnx) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rewrite-tmp")]
+
+
+def test_failed_save_leaves_nothing(tmp_path, tiny_onnx, monkeypatch):
+    h = ModelHandle.load(tiny_onnx)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnx, "save", boom)
+    with pytest.raises(OSError):
+        h.save(tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rewrite-tmp")]
+
+
+def test_default_output_names(tiny_onnx, tiny_ir):
+    assert ModelHandle.load(tiny_onnx).default_output().name == "tiny.rewritten.onnx"
+    assert ModelHandle.load(tiny_onnx).default_output("ir").name == "tiny.rewritten.xml"
+    assert ModelHandle.load(tiny_ir).default_output().name == "tiny.rewritten.xml"
