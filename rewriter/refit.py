@@ -1,0 +1,333 @@
+"""Data-aware refit of convolution weights: capture real activations, then least squares in numpy.
+
+Shared by the passes that replace or perturb a convolution and want its *output* back on real data
+(``dwpw`` refits the pointwise and optionally the depthwise weights of a factorised conv; ``asym_interp``
+with ``compensate`` refits the convs that consume a changed Resize). No training framework: activations
+are captured with :class:`rewriter.runtime.Runner` taps, patches are gathered with :func:`im2col` at a
+seeded sample of output positions (memory stays bounded whatever the resolution), and weights come from a
+ridge least-squares solve.
+
+Typical use (refit a conv so it reproduces the original conv's output on the rewritten model's input)::
+
+    geom = ConvGeometry.from_attrs(kernel=(3, 3), strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1))
+    y = capture(original, feeds, [conv_out])[conv_out]       # N x Cout x Ho x Wo
+    x = capture(rewritten, feeds, [conv_in])[conv_in]        # N x Cin x H x W
+    w, b = refit_conv(x, y, weight_shape=w0.shape, geom=geom, w0=w0)
+
+Conventions: activations are NCHW float arrays; ``pads`` are ONNX order (top, left, bottom, right);
+weights are ``Cout x Cin/groups x kh x kw``; a position is a row ``(n, oy, ox)`` of an int array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import ModelHandle
+
+DEFAULT_LAMBDA = 1e-4  # ridge strength relative to the mean diagonal of AᵀA: numerical safety, not a prior
+DEFAULT_POSITIONS = 8192  # sampled output positions per fit: enough rows for a few thousand unknowns
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel size, stride, dilation and explicit pads (top, left, bottom, right) of a 2-D convolution."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @classmethod
+    def from_attrs(cls, kernel, strides=None, dilations=None, pads=None, auto_pad: str = "NOTSET",
+                   in_hw: tuple[int, int] | None = None) -> ConvGeometry:
+        """Build from ONNX-style attributes; ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID needs ``in_hw``."""
+        k = (int(kernel[0]), int(kernel[1]))
+        s = tuple(int(v) for v in (strides or (1, 1)))
+        d = tuple(int(v) for v in (dilations or (1, 1)))
+        p = resolve_pads(auto_pad, pads, in_hw, k, s, d)
+        return cls(k, s, d, p)
+
+    def output_hw(self, in_hw: tuple[int, int]) -> tuple[int, int]:
+        """Output spatial size for an input of ``in_hw`` (floor rounding, as ONNX and OpenVINO do)."""
+        out = []
+        for i in range(2):
+            span = in_hw[i] + self.pads[i] + self.pads[i + 2] - self.dilation[i] * (self.kernel[i] - 1) - 1
+            out.append(span // self.stride[i] + 1)
+        return out[0], out[1]
+
+
+def resolve_pads(auto_pad: str, pads, in_hw: tuple[int, int] | None, kernel: tuple[int, int],
+                 stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Explicit (top, left, bottom, right) pads from ONNX ``auto_pad`` (or IR ``auto_pad``) and ``pads``."""
+    mode = (auto_pad or "NOTSET").upper().replace("-", "_")
+    if mode in ("NOTSET", "EXPLICIT", ""):
+        p = [int(v) for v in (pads or (0, 0, 0, 0))]
+        return (p[0], p[1], p[2], p[3])
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if in_hw is None:
+        raise ValueError(f"auto_pad={auto_pad} needs the input size to resolve the pads")
+    begin, end = [], []
+    for i in range(2):
+        out = -(-in_hw[i] // stride[i])  # SAME: ceil(in / stride)
+        total = max((out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - in_hw[i], 0)
+        small, big = total // 2, total - total // 2
+        b, e = (small, big) if mode == "SAME_UPPER" else (big, small)
+        begin.append(b)
+        end.append(e)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+# ---- capturing activations ---------------------------------------------------------------------------------
+def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[str],
+            max_samples: int | None = None, runtime: str = "ov",
+            reduce: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``feeds`` and return ``{tap: array}`` of the tapped tensors, stacked on axis 0.
+
+    ``taps`` are tensor names (ONNX) or tensor names / ``"friendly_name:port"`` (IR), as
+    :class:`rewriter.runtime.Runner` takes them. ``max_samples`` uses only the first feeds.
+    ``reduce(tap, feed_index, array)`` shrinks each feed's array as soon as it is produced (e.g. gather
+    sampled patches) so memory stays bounded on large activations; its results are concatenated on axis 0.
+    """
+    from .runtime import Runner
+
+    taps = list(dict.fromkeys(taps))
+    if not taps:
+        return {}
+    use = feeds[:max_samples] if max_samples else feeds
+    inputs = {name for name, _, _ in model.inputs()}
+    inner = [t for t in taps if t not in inputs]  # a graph input is its feed: no need to run for it
+    runner = Runner(model, runtime, taps=inner) if inner else None
+    parts: dict[str, list[np.ndarray]] = {t: [] for t in taps}
+    for i, feed in enumerate(use):
+        out = runner.run(feed) if runner is not None else {}
+        for t in taps:
+            a = np.asarray(feed[t] if t in inputs else out[t], dtype=np.float32)
+            parts[t].append(reduce(t, i, a) if reduce is not None else a)
+    return {t: np.concatenate(v, axis=0) for t, v in parts.items()}
+
+
+# ---- sampling and patches ----------------------------------------------------------------------------------
+def sample_positions(n: int, out_hw: tuple[int, int], count: int, seed: int = 0) -> np.ndarray:
+    """``count`` distinct output positions ``(n, oy, ox)`` drawn uniformly (all of them if fewer exist)."""
+    total = n * out_hw[0] * out_hw[1]
+    rng = np.random.default_rng(seed)
+    flat = np.arange(total) if total <= count else np.sort(rng.choice(total, size=count, replace=False))
+    ni, rest = np.divmod(flat, out_hw[0] * out_hw[1])
+    oy, ox = np.divmod(rest, out_hw[1])
+    return np.stack([ni, oy, ox], axis=1).astype(np.int64)
+
+
+def split_positions(n: int, out_hw: tuple[int, int], fit: int, held_out: int,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint fit / held-out position samples, so the reported error is not the fitted one."""
+    allp = sample_positions(n, out_hw, fit + held_out, seed)
+    rng = np.random.default_rng(seed + 1)
+    perm = rng.permutation(len(allp))
+    if len(allp) < 2:
+        return allp, allp
+    cut = max(1, min(len(allp) - 1, round(len(allp) * fit / (fit + held_out))))
+    return allp[np.sort(perm[:cut])], allp[np.sort(perm[cut:])]
+
+
+def im2col(x: np.ndarray, k: tuple[int, int], stride: tuple[int, int] = (1, 1),
+           dilation: tuple[int, int] = (1, 1), pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+           positions: np.ndarray | None = None) -> np.ndarray:
+    """Patches ``P x C x kh x kw`` of ``x`` (N x C x H x W) seen by a conv at output ``positions``.
+
+    Zero padding as in ONNX/OpenVINO Conv. ``positions`` (P x 3 rows ``(n, oy, ox)``) defaults to every
+    output position in (n, oy, ox) order — fine for small tensors, use sampled positions otherwise.
+    """
+    x = np.asarray(x)
+    kh, kw = k
+    pt, pl, pb, pr = pads
+    if positions is None:
+        geom = ConvGeometry((kh, kw), tuple(stride), tuple(dilation), tuple(pads))
+        positions = sample_positions(x.shape[0], geom.output_hw(x.shape[2:]), np.iinfo(np.int64).max)
+    # pad only the rows/cols the sampled windows touch: a full padded copy is cheap next to a model run
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    n = positions[:, 0][:, None, None]
+    rows = (positions[:, 1] * stride[0])[:, None, None] + (np.arange(kh) * dilation[0])[None, :, None]
+    cols = (positions[:, 2] * stride[1])[:, None, None] + (np.arange(kw) * dilation[1])[None, None, :]
+    patches = xp[n, :, rows, cols]  # advanced indices first: P x kh x kw x C
+    return np.ascontiguousarray(patches.transpose(0, 3, 1, 2))
+
+
+def gather_outputs(y: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``P x C`` values of ``y`` (N x C x Ho x Wo) at ``positions`` rows ``(n, oy, ox)``."""
+    return np.ascontiguousarray(y[positions[:, 0], :, positions[:, 1], positions[:, 2]])
+
+
+def conv_on_patches(patches: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+                    groups: int = 1) -> np.ndarray:
+    """The conv's output ``P x Cout`` on ``patches`` (P x Cin x kh x kw) — numpy reference, float64."""
+    p = patches.shape[0]
+    cout, cin_g = w.shape[0], w.shape[1]
+    x = patches.reshape(p, groups, cin_g * w.shape[2] * w.shape[3]).astype(np.float64)
+    wg = w.reshape(groups, cout // groups, -1).astype(np.float64)
+    y = np.einsum("pgk,gok->pgo", x, wg).reshape(p, cout)
+    return y + (0.0 if b is None else np.asarray(b, np.float64)[None, :])
+
+
+def rel_l2(pred: np.ndarray, target: np.ndarray) -> float:
+    """Relative L2 error ``||pred - target|| / ||target||`` (0 when both are zero)."""
+    num = float(np.linalg.norm(np.asarray(pred, np.float64) - target))
+    den = float(np.linalg.norm(np.asarray(target, np.float64)))
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+# ---- least squares -----------------------------------------------------------------------------------------
+def ridge_solve(a: np.ndarray, b: np.ndarray, lam: float = DEFAULT_LAMBDA, w0: np.ndarray | None = None,
+                intercept: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``W`` (features x outputs) minimising ``||A W - B||² + λ' ||W - w0||²``; with ``intercept`` also ``c``.
+
+    ``λ' = lam * mean(diag(AᵀA))`` so ``lam`` is scale-free. ``w0`` (default 0) is the prior the solution
+    shrinks towards (e.g. the weights being refit). ``intercept=True`` fits an unpenalised per-output offset
+    and returns ``(W, c)`` with ``A W + c ≈ B``.
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    squeeze = b.ndim == 1
+    b = b[:, None] if squeeze else b
+    if intercept:  # centring makes the offset unpenalised and exact
+        am, bm = a.mean(axis=0), b.mean(axis=0)
+        a, b = a - am, b - bm
+    g = a.T @ a
+    rhs = a.T @ b
+    reg = lam * (float(np.trace(g)) / max(g.shape[0], 1) or 1.0)
+    g[np.diag_indices_from(g)] += reg
+    if w0 is not None:
+        rhs = rhs + reg * np.asarray(w0, np.float64).reshape(rhs.shape)
+    try:
+        w = np.linalg.solve(g, rhs)
+    except np.linalg.LinAlgError:  # singular even with the ridge (all-zero features): least norm
+        w = np.linalg.lstsq(g, rhs, rcond=None)[0]
+    if not intercept:
+        return w[:, 0] if squeeze else w
+    c = bm - am @ w
+    return (w[:, 0], c[0]) if squeeze else (w, c)
+
+
+def refit_conv(x_in: np.ndarray, y_target: np.ndarray, weight_shape: tuple[int, ...], geom: ConvGeometry,
+               groups: int = 1, lam: float = DEFAULT_LAMBDA, w0: np.ndarray | None = None, bias: bool = True,
+               max_positions: int = DEFAULT_POSITIONS, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Weights (and bias) of a conv so that ``conv(x_in) ≈ y_target``, by ridge least squares per group.
+
+    ``x_in`` (N x Cin x H x W) is the conv's input as the rewritten model produces it, ``y_target``
+    (N x Cout x Ho x Wo) the output the original model produced on the same feeds. ``weight_shape`` is
+    ``(Cout, Cin/groups, kh, kw)``; ``w0`` (same shape) is the starting weights the ridge shrinks towards.
+    Returns ``(W float32, b float32 or None)``.
+    """
+    cout, cin_g, kh, kw = weight_shape
+    pos = sample_positions(x_in.shape[0], y_target.shape[2:], max_positions, seed)
+    patches = im2col(x_in, (kh, kw), geom.stride, geom.dilation, geom.pads, pos)
+    y = gather_outputs(y_target, pos)
+    return fit_conv_patches(patches, y, weight_shape, groups, lam, w0, bias)
+
+
+def fit_conv_patches(patches: np.ndarray, y: np.ndarray, weight_shape: tuple[int, ...], groups: int = 1,
+                     lam: float = DEFAULT_LAMBDA, w0: np.ndarray | None = None,
+                     bias: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`refit_conv` on already gathered ``patches`` (P x Cin x kh x kw) and targets ``y`` (P x Cout)."""
+    cout, cin_g, kh, kw = weight_shape
+    p = patches.shape[0]
+    x = patches.reshape(p, groups, cin_g * kh * kw)
+    og = cout // groups
+    w = np.zeros((cout, cin_g * kh * kw), np.float64)
+    b = np.zeros(cout, np.float64)
+    prior = None if w0 is None else np.asarray(w0, np.float64).reshape(cout, -1)
+    for g in range(groups):
+        rows = slice(g * og, (g + 1) * og)
+        res = ridge_solve(x[:, g, :], y[:, rows], lam, None if prior is None else prior[rows].T, intercept=bias)
+        wg, bg = res if bias else (res, None)
+        w[rows] = wg.T
+        if bias:
+            b[rows] = bg
+    return w.reshape(weight_shape).astype(np.float32), (b.astype(np.float32) if bias else None)
+
+
+def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarray, bias: np.ndarray | None,
+               lam: float = DEFAULT_LAMBDA, depthwise_iters: int = 0,
+               fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Refit a depthwise(multiplier r) → pointwise pair so it reproduces ``y`` on ``patches``.
+
+    ``dw`` is ``Cin*r x 1 x kh x kw`` (channel ``i*r + j`` reads input channel ``i``), ``pw`` is
+    ``Cout x Cin*r x 1 x 1``, ``bias`` is the pointwise bias (``Cout``) or None. The pointwise weights (and
+    bias, when ``fit_bias``) get an exact ridge solve; with ``depthwise_iters > 0`` the depthwise kernels are
+    then refit with the pointwise fixed and the two alternate (ALS). Each step can only lower the fit error
+    (up to the small ridge), and the best iterate is returned. Returns ``(dw, pw, bias)`` as float32.
+    """
+    p, cin = patches.shape[:2]
+    cr, cout = dw.shape[0], pw.shape[0]
+    r = cr // cin
+    x = patches.reshape(p, cin, -1).astype(np.float64)  # P x Cin x K²
+    y = np.asarray(y, np.float64)
+    d = dw.reshape(cin, r, -1).astype(np.float64)
+    w = pw.reshape(cout, cr).astype(np.float64)
+    c = np.zeros(cout) if bias is None else np.asarray(bias, np.float64)
+    use_bias = fit_bias or bias is not None
+
+    def predict(d, w, c):
+        z = np.einsum("pit,ijt->pij", x, d).reshape(p, cr)
+        return z @ w.T + c, z
+
+    def solve_pw(d):
+        _, z = predict(d, w, c)
+        if fit_bias:
+            wt, cc = ridge_solve(z, y, lam, w.T, intercept=True)
+            return wt.T, cc
+        return ridge_solve(z, y - c, lam, w.T).T, c
+
+    best = None
+    for it in range(depthwise_iters + 1):
+        if it > 0:
+            d = _solve_depthwise(x, y - c, w.reshape(cout, cin, r), d, lam)
+        w, c = solve_pw(d)
+        err = rel_l2(predict(d, w, c)[0], y)
+        if best is None or err < best[0]:
+            best = (err, d.copy(), w.copy(), c.copy())
+    _, d, w, c = best
+    out_b = c.astype(np.float32) if use_bias else None
+    return (d.reshape(dw.shape).astype(np.float32), w.reshape(pw.shape).astype(np.float32), out_b)
+
+
+def _solve_depthwise(x: np.ndarray, y: np.ndarray, w: np.ndarray, d0: np.ndarray, lam: float,
+                     iters: int = 60) -> np.ndarray:
+    """Depthwise kernels ``d`` (Cin x r x K²) minimising ``||Σ w[o,i,j] (x[p,i,:]·d[i,j,:]) - y||² + ridge``.
+
+    Conjugate gradient on the normal equations with data-based products: the dense normal matrix would be
+    (Cin·r·K²)² — hundreds of MB for a 512-channel conv — while each product here costs one pass over P.
+    """
+    def forward(d):
+        return np.einsum("pij,oij->po", np.einsum("pit,ijt->pij", x, d), w)
+
+    def adjoint(res):
+        return np.einsum("pij,pit->ijt", np.einsum("po,oij->pij", res, w), x)
+
+    # ridge scaled like ridge_solve: mean diagonal of the normal matrix, estimated from its factors
+    diag = np.einsum("oij,oij->ij", w, w)[:, :, None] * np.einsum("pit,pit->it", x, x)[:, None, :]
+    reg = lam * float(diag.mean() or 1.0)
+
+    def normal(d):
+        return adjoint(forward(d)) + reg * d
+
+    b = adjoint(y) + reg * d0
+    d = d0.copy()
+    res = b - normal(d)
+    p = res.copy()
+    rs = float(np.vdot(res, res))
+    stop = 1e-20 * float(np.vdot(b, b))
+    for _ in range(iters):
+        if rs <= stop:
+            break
+        ap = normal(p)
+        alpha = rs / float(np.vdot(p, ap))
+        d += alpha * p
+        res -= alpha * ap
+        rs_new = float(np.vdot(res, res))
+        p = res + (rs_new / rs) * p
+        rs = rs_new
+    return d

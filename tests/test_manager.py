@@ -1,0 +1,150 @@
+"""Pass manager: ordering, gates with rollback/stop/keep, idempotence of every registered pass, reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_tiny, sha256
+
+from rewriter import GateFailed, ModelHandle, RewriteError
+from rewriter.manager import explain, rewrite
+from rewriter.passbase import WILL_CHANGE, Option, Pass, PassContext, PassResult, Site, load_passes, register
+from rewriter.runtime import run
+
+
+@register
+class _ScaleConv(Pass):
+    """Test-only corrupting pass: scales one conv's weights (ONNX and IR)."""
+
+    name = "_test_scale_conv"
+    description = "test-only: scale the weights of a named conv"
+    formats = ("onnx",)
+    exact = True
+    options = {"node": Option("conv1", str, "conv to scale"), "factor": Option(1.5, float, "scale factor")}
+
+    def match(self, model, ctx):
+        if model.format == "onnx":
+            convs = [n.name for n in model.onnx.graph.node if n.op_type == "Conv"]
+        else:
+            convs = [op.get_friendly_name() for op in model.ov.get_ops() if op.get_type_name() == "Convolution"]
+        return [Site(c, "Conv", WILL_CHANGE if c == self.opts["node"] else "not the named conv") for c in convs]
+
+    def apply(self, model, ctx):
+        sites = self.match(model, ctx)
+        if model.format == "onnx":
+            from onnx import numpy_helper
+
+            node = next(n for n in model.onnx.graph.node if n.name == self.opts["node"])
+            init = next(i for i in model.onnx.graph.initializer if i.name == node.input[1])
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * self.opts["factor"], init.name))
+            model.tag([node.name], self.name)
+        return PassResult(sites, new_nodes=[self.opts["node"]])
+
+
+@register
+class _Nothing(Pass):
+    name = "_test_nothing"
+    description = "test-only: matches nothing"
+    exact = True
+
+    def match(self, model, ctx):
+        return []
+
+    def apply(self, model, ctx):
+        return PassResult([])
+
+
+def test_no_op_pass_reports_zero_sites_and_writes_valid_model(tmp_path, tiny_onnx, tiny_ir):
+    for src in (tiny_onnx, tiny_ir):
+        out = tmp_path / ("o" + src.suffix)
+        digest = sha256(src)
+        model, rep = rewrite(src, "_test_nothing", output=out, targets=("cpu",))
+        assert rep["passes"][0]["sites_changed"] == 0 and rep["passes"][0]["status"] == "no_change"
+        assert rep["output"] == str(out) and rep["format"] == ("onnx" if src.suffix == ".onnx" else "ir")
+        ModelHandle.load(out).validate()
+        assert sha256(src) == digest
+        json.dumps(rep)
+
+
+def test_gate_rollback_is_default_and_locator_names_node(tiny_onnx):
+    model, rep = rewrite(tiny_onnx, "_test_scale_conv", targets=("cpu",))
+    p = rep["passes"][0]
+    assert p["status"] == "rolled_back" and not p["fidelity"]["passed"]
+    assert p["first_divergence"]["node"] in ("conv1", "relu1")
+    x = {"x": np.ones((1, 8, 16, 16), np.float32)}
+    orig = ModelHandle.load(tiny_onnx)
+    np.testing.assert_array_equal(run(model, [x])[0]["y"], run(orig, [x])[0]["y"])
+
+
+def test_gate_stop_raises_with_report_and_keep_keeps(tmp_path, tiny_onnx):
+    out = tmp_path / "never.onnx"
+    with pytest.raises(GateFailed) as e:
+        rewrite(tiny_onnx, "_test_scale_conv", on_fail="stop", output=out, targets=("cpu",))
+    assert e.value.report["passes"][0]["status"] == "rolled_back"
+    assert not out.exists()
+    model, rep = rewrite(tiny_onnx, "_test_scale_conv", on_fail="keep", targets=("cpu",))
+    assert rep["passes"][0]["status"] == "kept_failed"
+    assert model.tags() == {"conv1": "_test_scale_conv"}
+
+
+def test_small_change_passes_with_loose_tolerance(tiny_onnx):
+    _, rep = rewrite(tiny_onnx, ["_test_scale_conv"], opts={"_test_scale_conv": {"factor": "1.0000001"}},
+                     targets=("cpu",))
+    assert rep["passes"][0]["status"] == "applied"
+
+
+def test_passes_run_in_order_and_report_latency(tiny_onnx):
+    _, rep = rewrite(tiny_onnx, "_test_nothing,_test_scale_conv", on_fail="keep", targets=("kmb", "cpu"))
+    assert [p["name"] for p in rep["passes"]] == ["_test_nothing", "_test_scale_conv"]
+    assert set(rep["latency"]) == {"kmb", "cpu"}
+    for t in ("kmb", "cpu"):
+        assert rep["latency"][t]["before_ms"] > 0 and rep["passes"][1]["latency"][t]["after_ms"] > 0
+
+
+def test_unknown_target_and_on_fail(tiny_onnx):
+    with pytest.raises(RewriteError, match="unknown target 'gpu'"):
+        rewrite(tiny_onnx, "_test_nothing", targets=("gpu",))
+    with pytest.raises(RewriteError, match="--on-fail"):
+        rewrite(tiny_onnx, "_test_nothing", on_fail="retry")
+
+
+def test_library_accepts_modelproto_and_ov_model(tiny_ir):
+    m1, rep1 = rewrite(make_tiny(), "_test_nothing", targets=("cpu",))
+    m2, rep2 = rewrite(ModelHandle.load(tiny_ir).ov, "_test_nothing", targets=("cpu",))
+    assert (m1.format, m2.format) == ("onnx", "ir")
+    assert rep1["input"] == "<onnx.ModelProto>"
+
+
+def test_explain_lists_sites_and_writes_nothing(tmp_path, tiny_onnx):
+    before = set(tmp_path.iterdir())
+    rep = explain(tiny_onnx, "_test_scale_conv")
+    sites = rep["passes"][0]["sites"]
+    assert [s["node"] for s in sites] == ["conv1", "conv2"]
+    assert [s["will_change"] for s in sites] == [True, False]
+    assert set(tmp_path.iterdir()) == before
+
+
+REAL_PASSES = ["asym_interp", "interp_deconv", "dwpw"]
+
+
+@pytest.mark.parametrize("name", REAL_PASSES)
+@pytest.mark.parametrize("fmt", ["onnx", "ir"])
+def test_registered_passes_are_idempotent_and_deterministic(tiny_onnx, tiny_ir, name, fmt):
+    registry = load_passes()
+    src = ModelHandle.load(tiny_onnx if fmt == "onnx" else tiny_ir)
+    ctx = PassContext(targets=("cpu",))
+    first = src.clone()
+    prep = registry["asym_interp"]() if name == "interp_deconv" else None  # deconv needs asymmetric sites
+    if prep is not None:
+        prep.apply(first, ctx)
+    again = first.clone()
+    r1 = registry[name]().apply(first, ctx)
+    r1b = registry[name]().apply(again, ctx)
+    assert r1.sites_changed >= 1
+    assert r1.sites_changed == r1b.sites_changed  # deterministic
+    r2 = registry[name]().apply(first, ctx)
+    assert r2.sites_changed == 0, f"{name} changed {r2.sites_changed} site(s) on its own output"
+    x = {src.inputs()[0][0]: np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)}
+    np.testing.assert_array_equal(run(first, [x])[0][src.outputs()[0]], run(again, [x])[0][src.outputs()[0]])
