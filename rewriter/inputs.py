@@ -76,6 +76,11 @@ def detect_preprocess(model: ModelHandle) -> str:
                     v = ir_const(node.input_value(i).get_node())
                     if v is not None and v.size == 3 and np.max(np.abs(v)) > 20:
                         seen_mean = True
+                        # OpenVINO folds a channel flip into the constants: ImageNet means in B,G,R order
+                        # (first channel smallest) mean the graph expects BGR input
+                        mean = np.abs(np.ravel(v))
+                        if np.allclose(mean, IMAGENET_MEAN[::-1] * 255, rtol=0.02):
+                            flipped = True
             elif t == "Gather":
                 idx = ir_const(node.input_value(1).get_node())
                 if idx is not None and list(np.ravel(idx)) == [2, 1, 0]:

@@ -2,7 +2,7 @@
 
 Two kinds of comparison:
 
-* **Raw** (`compare_arrays`): max abs error, max error relative to the reference's peak, relative L2,
+* **Raw** (`compare_arrays`): max abs error, max error relative to the reference's range, relative L2,
   cosine similarity and PSNR over the reference's range. These gate exact passes.
 * **Depth** (`depth_metrics`): MiDaS outputs are relative inverse depth (disparity) defined up to scale and
   shift, so the output is first aligned to the reference by least-squares scale+shift *on disparity*
@@ -55,10 +55,21 @@ def peak(a: np.ndarray) -> float:
     return float(np.max(np.abs(x))) if x.size else 0.0
 
 
+def span(a: np.ndarray) -> float:
+    """The range max - min; for a constant array its peak |value| (0 only for an all-zero array)."""
+    x = _f64(a)
+    if not x.size:
+        return 0.0
+    return float(x.max() - x.min()) or peak(x)
+
+
 def rel_max(ref: np.ndarray, out: np.ndarray) -> float:
-    """max |out - ref| / max |ref| (falls back to max |out| when the reference is zero; both zero → 0)."""
+    """max |out - ref| / range of ref (the float-tolerance measure).
+
+    The range is ``span(ref)``, else ``span(out)`` when the reference is all zero; both zero → 0.
+    """
     d = max_abs(ref, out)
-    den = peak(ref) or peak(out)
+    den = span(ref) or span(out)
     return d / den if den > _TINY else 0.0
 
 
@@ -90,10 +101,10 @@ def psnr(ref: np.ndarray, out: np.ndarray) -> float:
     if not r.size:
         return PSNR_CAP
     rmse = float(np.sqrt(np.mean((o - r) ** 2)))
-    span = float(r.max() - r.min()) or peak(r) or peak(o) or 1.0
+    rng = span(r) or peak(o) or 1.0
     if rmse <= _TINY:
         return PSNR_CAP
-    return float(min(PSNR_CAP, 20.0 * math.log10(span / rmse)))
+    return float(min(PSNR_CAP, 20.0 * math.log10(rng / rmse)))
 
 
 def align_scale_shift(ref: np.ndarray, out: np.ndarray, mask: np.ndarray | None = None
@@ -170,7 +181,7 @@ def compare_arrays(ref: np.ndarray, out: np.ndarray, depth: bool = True) -> dict
     if r.size != o.size:
         raise ValueError(f"compare_arrays: shapes {list(r.shape)} and {list(o.shape)} differ")
     res = {"max_abs": max_abs(r, o), "rel_max": rel_max(r, o), "rel_l2": rel_l2(r, o),
-           "cosine": cosine(r, o), "psnr": psnr(r, o), "peak": peak(r)}
+           "cosine": cosine(r, o), "psnr": psnr(r, o), "range": span(r)}
     if depth:
         dm = depth_metrics(r, o)
         res["absrel"], res["delta1"] = dm["absrel"], dm["delta1"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import RewriteError
 from .model import ModelHandle
 
 DEFAULT_LAMBDA = 1e-4  # ridge strength relative to the mean diagonal of AᵀA: numerical safety, not a prior
@@ -84,13 +85,15 @@ def resolve_pads(auto_pad: str, pads, in_hw: tuple[int, int] | None, kernel: tup
 # ---- capturing activations ---------------------------------------------------------------------------------
 def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[str],
             max_samples: int | None = None, runtime: str = "ov",
-            reduce: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+            reduce: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
+            prune: bool = True) -> dict[str, np.ndarray]:
     """Run ``model`` on ``feeds`` and return ``{tap: array}`` of the tapped tensors, stacked on axis 0.
 
     ``taps`` are tensor names (ONNX) or tensor names / ``"friendly_name:port"`` (IR), as
     :class:`rewriter.runtime.Runner` takes them. ``max_samples`` uses only the first feeds.
     ``reduce(tap, feed_index, array)`` shrinks each feed's array as soon as it is produced (e.g. gather
     sampled patches) so memory stays bounded on large activations; its results are concatenated on axis 0.
+    ``prune`` runs only the subgraph that produces the taps (see :func:`truncated`).
     """
     from .runtime import Runner
 
@@ -100,14 +103,79 @@ def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[s
     use = feeds[:max_samples] if max_samples else feeds
     inputs = {name for name, _, _ in model.inputs()}
     inner = [t for t in taps if t not in inputs]  # a graph input is its feed: no need to run for it
-    runner = Runner(model, runtime, taps=inner) if inner else None
+    runner = None
+    if inner:  # run only the part of the model the taps depend on: the rest is wasted work
+        runner = Runner(truncated(model, inner), runtime) if prune else Runner(model, runtime, taps=inner)
     parts: dict[str, list[np.ndarray]] = {t: [] for t in taps}
     for i, feed in enumerate(use):
-        out = runner.run(feed) if runner is not None else {}
+        out = {}
+        if runner is not None:
+            res = runner.run(feed)
+            out = dict(zip(inner, res.values())) if prune else res
         for t in taps:
             a = np.asarray(feed[t] if t in inputs else out[t], dtype=np.float32)
             parts[t].append(reduce(t, i, a) if reduce is not None else a)
     return {t: np.concatenate(v, axis=0) for t, v in parts.items()}
+
+
+def truncated(model: ModelHandle, taps: list[str]) -> ModelHandle:
+    """A model computing only ``taps`` (as its outputs, in order) from the same inputs.
+
+    Nodes the taps do not depend on are dropped, so capturing an early layer costs a fraction of a full run.
+    All graph inputs are kept (the same feeds work). ONNX taps are tensor names; IR taps tensor names or
+    ``"friendly_name:port"``.
+    """
+    if model.format == "onnx":
+        return ModelHandle(_truncated_onnx(model.onnx, taps))
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m = model.ov.clone()
+    by_name = {op.get_friendly_name(): op for op in m.get_ops()}
+    results = []
+    for t in taps:
+        node, _, port = t.rpartition(":")
+        if node in by_name and port.isdigit():
+            out = by_name[node].output(int(port))
+        else:
+            found = [o for op in m.get_ops() for o in op.outputs() if t in o.get_names()]
+            if not found:
+                raise RewriteError(f"tensor '{t}' is not in the model")
+            out = found[0]
+        results.append(ops.result(out))
+    return ModelHandle(ov.Model(results, m.get_parameters(), "truncated"))
+
+
+def _truncated_onnx(model, taps: list[str]):
+    import onnx
+    from onnx import helper
+
+    g = model.graph
+    producers = {o: i for i, n in enumerate(g.node) for o in n.output}  # indices: wrappers are not stable
+    missing = [t for t in taps if t not in producers]
+    if missing:
+        raise RewriteError(f"tensor '{missing[0]}' is not produced by any node of the model")
+    keep, needed, stack = set(), set(), list(taps)
+    while stack:  # walk producers back from the taps (subgraph inputs of If/Loop are not followed)
+        t = stack.pop()
+        if t in needed:
+            continue
+        needed.add(t)
+        idx = producers.get(t)
+        if idx is not None and idx not in keep:
+            keep.add(idx)
+            n = g.node[idx]
+            stack.extend(i for i in n.input if i)
+            for a in n.attribute:  # outer-scope names used inside subgraphs
+                if a.type == onnx.AttributeProto.GRAPH:
+                    stack.extend(i for sub in a.g.node for i in sub.input if i)
+    nodes = [g.node[i] for i in sorted(keep)]
+    inits = [i for i in g.initializer if i.name in needed]
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.output)}
+    outs = [helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None) for t in taps]
+    sub = helper.make_graph(nodes, g.name, list(g.input), outs, initializer=inits)
+    m = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return m
 
 
 # ---- sampling and patches ----------------------------------------------------------------------------------

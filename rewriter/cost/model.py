@@ -1,0 +1,373 @@
+"""Analytic per-layer latency model: predict(), compare(), what-if helpers, and a plain-text table.
+
+Per layer: time = max(compute on its unit, data movement) + fixed overhead.
+- NPU (``kmb``, ``mtl``): convolutions, depthwise, pooling, eltwise and integer-scale asymmetric/half_pixel
+  bilinear resizes (as a depthwise transposed conv) run on the DPU MAC array, with channels padded to groups
+  of 16, depthwise at a fraction of the array, INT8 ``fp16_ratio`` times faster than FP16; other activations
+  and align_corners / fractional resizes run on the SHAVE DSPs; tensors that do not fit in CMX pay DDR
+  transfers. FP32 models are costed as FP16.
+- CPU (``cpu``): per op kind, overhead + max(work / fitted rate, bytes / memory bandwidth); the rates come
+  from ``calibrate_cpu`` on this machine when a calibration is cached, else from the shipped default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import RewriteError
+from ..model import ModelHandle
+from .layers import LayerInfo, layers, synthetic_conv
+from .profiles import FRAME_BUDGET_MS, NPU_PROFILES, CPUProfile, NPUProfile
+
+TARGETS = ("kmb", "mtl", "cpu")
+_DPU_KINDS = ("conv", "dwconv", "gconv", "convtranspose", "dwconvtranspose", "pool", "eltwise")
+_FREE_KINDS = ("shape", "reshape", "quant")
+
+
+@dataclass
+class LayerCost:
+    """Predicted cost of one layer on one target."""
+
+    node: str
+    op: str
+    shape: list[int]
+    unit: str          # dpu | shave | dma | cpu
+    macs: int
+    bytes: int
+    us: float
+    tag: str | None = None
+    precision: str = "fp32"
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["us"] = round(self.us, 3)
+        return d
+
+
+@dataclass
+class ModelCost:
+    """Predicted cost of a whole model on one target."""
+
+    target: str
+    layers: list[LayerCost]
+    profile: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(c.us for c in self.layers) / 1000.0
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.total_ms if self.total_ms > 0 else float("inf")
+
+    @property
+    def frame_share(self) -> float:
+        """Fraction of the 60 fps frame budget (16.7 ms) this model takes."""
+        return self.total_ms / FRAME_BUDGET_MS
+
+    def by_unit(self) -> dict[str, float]:
+        """{unit: ms}."""
+        out: dict[str, float] = {}
+        for c in self.layers:
+            out[c.unit] = out.get(c.unit, 0.0) + c.us / 1000.0
+        return {k: round(v, 4) for k, v in sorted(out.items())}
+
+    def by_op(self) -> dict[str, float]:
+        """{op kind: ms}."""
+        out: dict[str, float] = {}
+        for c in self.layers:
+            out[c.op] = out.get(c.op, 0.0) + c.us / 1000.0
+        return {k: round(v, 4) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+    def top(self, n: int = 10) -> list[LayerCost]:
+        """The ``n`` most expensive layers."""
+        return sorted(self.layers, key=lambda c: -c.us)[:n]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "profile": self.profile, "total_ms": round(self.total_ms, 4),
+                "fps": round(self.fps, 2), "frame_share": round(self.frame_share, 4),
+                "frame_budget_ms": round(FRAME_BUDGET_MS, 3), "by_unit": self.by_unit(), "by_op": self.by_op(),
+                "notes": list(self.notes), "layers": [c.to_json() for c in self.layers if c.us > 0 or c.macs]}
+
+
+# ---- profiles --------------------------------------------------------------------------------------------
+def get_profile(target: str) -> NPUProfile | CPUProfile:
+    """The profile for ``target``: the NPU tables, or the cached CPU calibration (else the default)."""
+    if target in NPU_PROFILES:
+        return NPU_PROFILES[target]
+    if target == "cpu":
+        from .calibrate import load_cpu_profile
+
+        return load_cpu_profile()
+    raise RewriteError(f"unknown target '{target}' (use one of {', '.join(TARGETS)})")
+
+
+# ---- per-layer costs -------------------------------------------------------------------------------------
+def _ceil_to(x: int, g: int) -> int:
+    return int(math.ceil(x / g) * g) if x > 0 else 0
+
+
+def _dims(info: LayerInfo) -> tuple[int, int, int, int]:
+    s = info.out_shape
+    if len(s) == 4:
+        return s[0], s[1], s[2], s[3]
+    if len(s) == 3:
+        return 1, s[0], s[1], s[2]
+    if len(s) == 2:
+        return s[0], s[1], 1, 1
+    return 1, max(1, info.out_elems), 1, 1
+
+
+def _resize_on_dpu(info: LayerInfo) -> bool:
+    """Integer-scale linear resize with asymmetric/half_pixel coordinates is a fixed stencil (dw deconv)."""
+    a = info.attrs
+    return (a.get("mode") in ("linear", "linear_onnx", "bilinear") and a.get("integer_scale", False)
+            and a.get("coordinate_mode") in ("asymmetric", "half_pixel", "pytorch_half_pixel"))
+
+
+def _resize_kernel(info: LayerInfo) -> int:
+    s = int(round(max(info.attrs.get("scale") or [2.0])))
+    half = info.attrs.get("coordinate_mode") in ("half_pixel", "pytorch_half_pixel")
+    return 2 * s if (half and s % 2 == 0) else 2 * s - 1
+
+
+def npu_layer_cost(info: LayerInfo, p: NPUProfile) -> LayerCost:
+    """Cost of one layer on an NPU profile."""
+    prec = "int8" if info.precision == "int8" else "fp16"  # the NPU computes FP32 models in FP16
+    nbytes = info.bytes_at(prec)
+    base = {"node": info.node, "op": info.op, "shape": info.out_shape, "macs": info.macs, "bytes": nbytes,
+            "tag": info.tag, "precision": prec}
+    kind = info.op
+    if kind in _FREE_KINDS:
+        return LayerCost(unit="dma" if kind == "reshape" else "dpu", us=0.0,
+                         note="folded" if kind != "quant" else "fused quantization", **base)
+    if kind in ("activation", "pad") and info.attrs.get("fused_into"):
+        return LayerCost(unit="dpu", us=0.0, note=f"fused into {info.attrs['fused_into']}", **base)
+
+    bpe = 1 if prec == "int8" else 2
+    in_b, out_b, w_b = info.in_elems * bpe, info.out_elems * bpe, info.weight_elems * bpe
+    fits = (in_b + out_b) / p.tiles + w_b <= p.cmx_bytes_per_tile
+    # a concat is written in place by its producers: a spilled one costs one DDR write, not a copy
+    ddr_bytes = w_b + (0 if fits else (out_b if kind == "concat" else in_b + out_b))
+    dma_us = ddr_bytes / (p.ddr_gbps * 1e3) + (p.dma_latency_us if ddr_bytes else 0.0)
+    note = "" if fits else "DDR-resident (> CMX)"
+
+    if kind == "resize" and not _resize_on_dpu(info):
+        n, c, ho, wo = _dims(info)
+        hi, wi = (info.in_shapes[0][2], info.in_shapes[0][3]) if info.in_shapes and \
+            len(info.in_shapes[0]) == 4 else (ho, wo)
+        c0, ch, cw, co, cow = p.interp_coeffs
+        per_shave = (ch * hi + cw * wi + co * info.out_elems + cow * info.out_elems / max(wi, 1)) / p.shaves
+        us = (c0 + per_shave) * p.shave_scale
+        mode = f"{info.attrs.get('mode')}/{info.attrs.get('coordinate_mode')}"
+        return LayerCost(unit="shave", us=max(us, dma_us), note=f"SHAVE interpolate ({mode})", **base)
+    if kind in ("activation", "other") or (kind == "eltwise" and info.op_type in ("Div", "Divide", "Pow",
+                                                                                  "Power")):
+        us = (p.shave_intercept_us + p.shave_us_per_byte * out_b / p.shaves) * p.shave_scale
+        return LayerCost(unit="shave", us=max(us, dma_us), note=note, **base)
+    if kind in ("concat", "pad"):
+        # a concat is written in place by its producers; a pad is a DMA copy (or folds into the conv)
+        copy_b = 0 if kind == "concat" else out_b
+        cmx_us = copy_b / (p.cmx_bytes_per_cycle * p.dpu_clock_mhz)
+        us = max(cmx_us, dma_us if not fits else 0.0) + (p.dma_latency_us if copy_b or not fits else 0.0)
+        return LayerCost(unit="dma", us=us, note=note, **base)
+
+    # DPU work: MACs with channels padded to groups of 16
+    n, c, ho, wo = _dims(info)
+    g16 = p.channel_group
+    pix = n * ho * wo
+    macs_per_cycle = p.int8_macs_per_dpu / (1.0 if prec == "int8" else p.fp16_ratio)
+    eff = 1.0
+    kh, kw = info.kernel
+    if kind == "resize":  # integer-scale asymmetric/half_pixel: depthwise transposed conv, zero-inserted grid
+        k = _resize_kernel(info)
+        work = pix * _ceil_to(c, g16) * k * k
+        eff = p.dw_efficiency / p.input_channels_mac
+        note = (note + "; " if note else "") + f"DPU depthwise deconv k{k}"
+    elif kind in ("dwconv", "dwconvtranspose", "pool"):
+        work = pix * _ceil_to(c, g16) * kh * kw
+        eff = p.dw_efficiency / p.input_channels_mac
+    elif kind == "eltwise":
+        work = pix * _ceil_to(c, g16)
+        macs_per_cycle = p.ppe_per_dpu  # eltwise runs at the PPE rate, elements/cycle
+    else:  # conv, gconv, convtranspose: (Cout/g) and (Cin/g) each padded to 16
+        g = max(1, info.groups)
+        cin = info.in_shapes[0][1] if info.in_shapes and len(info.in_shapes[0]) > 1 else c
+        cin_g = max(1, cin // g)
+        cin_pad = 4 if cin_g <= 4 else _ceil_to(cin_g, g16)  # channel-major first layer (C <= 4)
+        if info.op_type in ("Gemm", "MatMul"):
+            work = _ceil_to(info.macs, g16)
+        else:
+            work = pix * g * _ceil_to(max(1, c // g), g16) * cin_pad * kh * kw
+    # split over output rows x 16-channel blocks across every DPU; idle DPUs when there is too little work
+    items = max(1, ho * n) * max(1, _ceil_to(c, g16) // g16)
+    util = items / (math.ceil(items / p.dpus) * p.dpus)
+    compute_us = work / (macs_per_cycle * eff * p.dpus * util) / p.dpu_clock_mhz
+    us = max(compute_us, dma_us) + p.dpu_overhead_us
+    return LayerCost(unit="dpu", us=us, note=note, **base)
+
+
+def cpu_layer_cost(info: LayerInfo, p: CPUProfile) -> LayerCost:
+    """Cost of one layer on the CPU profile."""
+    nbytes = info.bytes
+    base = {"node": info.node, "op": info.op, "shape": info.out_shape, "macs": info.macs, "bytes": nbytes,
+            "tag": info.tag, "precision": info.precision, "unit": "cpu"}
+    if info.op in _FREE_KINDS:
+        return LayerCost(us=0.0, note="folded", **base)
+    fused = info.attrs.get("fused_into") if info.op in ("activation", "pad") else info.attrs.get("cpu_fused_into")
+    if fused:
+        return LayerCost(us=0.0, note=f"fused into {fused}", **base)
+    kind = info.cost_kind
+    k = p.kinds.get(kind) or p.kinds.get(info.op) or p.kinds["other"]
+    work = info.macs if k["metric"] == "macs" else nbytes
+    rate = float(k["rate"])
+    if info.precision == "int8" and k["metric"] == "macs":
+        rate *= p.int8_speedup
+    compute_us = work / rate if rate > 0 else 0.0
+    mem_us = nbytes / (p.mem_gbps * 1e3)
+    return LayerCost(us=max(compute_us, mem_us) + float(k["overhead_us"]), **base)
+
+
+def layer_cost(info: LayerInfo, target: str, profile: NPUProfile | CPUProfile | None = None) -> LayerCost:
+    """Cost of one LayerInfo on ``target``."""
+    p = profile or get_profile(target)
+    return npu_layer_cost(info, p) if isinstance(p, NPUProfile) else cpu_layer_cost(info, p)
+
+
+# ---- whole models ----------------------------------------------------------------------------------------
+def predict(model: ModelHandle | Any, target: str, *, profile: NPUProfile | CPUProfile | None = None,
+            input_shape: dict[str, list[int]] | list[int] | None = None) -> ModelCost:
+    """Predicted per-layer cost and total of ``model`` on ``target`` (kmb, mtl or cpu)."""
+    if target not in TARGETS:
+        raise RewriteError(f"unknown target '{target}' (use one of {', '.join(TARGETS)})")
+    p = profile or get_profile(target)
+    infos = layers(model, input_shape=input_shape)
+    costs = [layer_cost(i, target, p) for i in infos if i.op != "shape"]
+    notes = list(getattr(p, "notes", ()))
+    if isinstance(p, CPUProfile):
+        notes.append(f"cpu profile: {p.source}")
+    if any(i.precision == "fp32" for i in infos) and isinstance(p, NPUProfile):
+        notes.append("FP32 layers costed as FP16 (NPU computes FP16)")
+    return ModelCost(target=target, layers=costs, profile=getattr(p, "description", target), notes=notes)
+
+
+def compare(before: ModelHandle | Any, after: ModelHandle | Any, target: str, *, top: int = 10,
+            profile: NPUProfile | CPUProfile | None = None,
+            input_shape: dict[str, list[int]] | list[int] | None = None) -> dict[str, Any]:
+    """Before/after predicted latency on ``target`` with per-layer changes attributed to passes.
+
+    Layers are matched by node name. A changed or added layer is attributed to the pass tag of the
+    after-layer; a removed layer to the pass of an added layer whose name contains its name, else to the
+    only pass that added layers, else "unknown".
+    """
+    p = profile or get_profile(target)
+    cb = before if isinstance(before, ModelCost) else predict(before, target, profile=p, input_shape=input_shape)
+    ca = after if isinstance(after, ModelCost) else predict(after, target, profile=p, input_shape=input_shape)
+    bmap = {c.node: c for c in cb.layers}
+    amap = {c.node: c for c in ca.layers}
+    changes: list[dict[str, Any]] = []
+    added = [c for c in ca.layers if c.node not in bmap]
+    added_tags = {c.tag for c in added if c.tag}
+    for c in ca.layers:
+        b = bmap.get(c.node)
+        if b is None:
+            changes.append(_change(c.node, c.op, c.tag, 0.0, c.us, "added", c.unit))
+        elif abs(b.us - c.us) > 1e-9 or b.op != c.op or b.unit != c.unit:
+            changes.append(_change(c.node, c.op, c.tag, b.us, c.us, "changed", c.unit))
+    for b in cb.layers:
+        if b.node in amap:
+            continue
+        owner = next((a.tag for a in added if a.tag and b.node and b.node in a.node), None)
+        if owner is None:
+            owner = next(iter(added_tags)) if len(added_tags) == 1 else (b.tag or "unknown")
+        changes.append(_change(b.node, b.op, owner, b.us, 0.0, "removed", b.unit))
+    per_pass: dict[str, float] = {}
+    for ch in changes:
+        key = ch["pass"] or "untagged"
+        per_pass[key] = per_pass.get(key, 0.0) + ch["delta_us"] / 1000.0
+    changes.sort(key=lambda d: -abs(d["delta_us"]))
+    return {
+        "target": target,
+        "before_ms": round(cb.total_ms, 4),
+        "after_ms": round(ca.total_ms, 4),
+        "delta_ms": round(ca.total_ms - cb.total_ms, 4),
+        "speedup": round(cb.total_ms / ca.total_ms, 4) if ca.total_ms > 0 else None,
+        "fps_before": round(cb.fps, 2),
+        "fps_after": round(ca.fps, 2),
+        "frame_share_before": round(cb.frame_share, 4),
+        "frame_share_after": round(ca.frame_share, 4),
+        "frame_budget_ms": round(FRAME_BUDGET_MS, 3),
+        "by_unit_before": cb.by_unit(),
+        "by_unit_after": ca.by_unit(),
+        "per_pass_delta_ms": {k: round(v, 4) for k, v in per_pass.items()},
+        "layers_changed": len(changes),
+        "top_changed": changes[:top],
+        "profile": ca.profile,
+    }
+
+
+def _change(node: str, op: str, pass_name: str | None, b_us: float, a_us: float, status: str,
+            unit: str) -> dict[str, Any]:
+    return {"node": node, "op": op, "pass": pass_name, "status": status, "unit": unit,
+            "before_us": round(b_us, 3), "after_us": round(a_us, 3), "delta_us": round(a_us - b_us, 3)}
+
+
+# ---- what-if helpers for passes --------------------------------------------------------------------------
+def conv_cost_us(target: str, *, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1,
+                 stride: int = 1, precision: str = "fp16", transposed: bool = False) -> float:
+    """Predicted µs of one conv (input 1 x cin x h x w, 'same' padding) on ``target``."""
+    info = synthetic_conv(cin=cin, cout=cout, k=k, h=h, w=w, groups=groups, stride=stride,
+                          precision=precision, transposed=transposed)
+    return layer_cost(info, target).us
+
+
+def dwpw_pair_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, rank: int = 1,
+                      form: str = "split", *, stride: int = 1, precision: str = "fp16") -> float:
+    """Predicted µs of the depthwise + pointwise replacement of a cin->cout kxk conv at rank ``rank``.
+
+    ``form``: ``multiplier`` — one depthwise conv with channel multiplier ``rank`` (cin -> cin*rank), or
+    ``split`` — ``rank`` plain depthwise convs + a Concat; both followed by a 1x1 conv cin*rank -> cout.
+    """
+    if form not in ("multiplier", "split"):
+        raise RewriteError(f"dwpw form '{form}': use 'multiplier' or 'split'")
+    if rank < 1:
+        raise RewriteError(f"dwpw rank {rank}: must be >= 1")
+    p = get_profile(target)
+    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
+    if form == "multiplier":
+        dw = layer_cost(synthetic_conv(cin=cin, cout=cin * rank, k=k, h=h, w=w, groups=cin, stride=stride,
+                                       precision=precision), target, p).us
+    else:
+        one = layer_cost(synthetic_conv(cin=cin, cout=cin, k=k, h=h, w=w, groups=cin, stride=stride,
+                                        precision=precision), target, p).us
+        dw = rank * one
+        if rank > 1:
+            from .layers import _make_layer
+
+            cat = _make_layer("concat", "Concat", "concat", [[1, cin, ho, wo]] * rank, [1, cin * rank, ho, wo],
+                              precision=precision)
+            dw += layer_cost(cat, target, p).us
+    pw = layer_cost(synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision),
+                    target, p).us
+    return dw + pw
+
+
+# ---- text table ------------------------------------------------------------------------------------------
+def cost_table_text(cost: ModelCost, top: int = 10) -> str:
+    """Plain-text per-layer table (top ``top`` layers) and totals, at most 100 columns wide."""
+    lines = [f"{cost.target}: {cost.total_ms:.3f} ms  {cost.fps:.1f} fps  "
+             f"{100 * cost.frame_share:.1f}% of the 60 fps frame ({FRAME_BUDGET_MS:.1f} ms)"]
+    units = "  ".join(f"{u} {ms:.3f} ms" for u, ms in cost.by_unit().items())
+    lines.append(f"by unit: {units}"[:100])
+    hdr = f"{'node':<34} {'op':<10} {'shape':<18} {'unit':<5} {'MMAC':>8} {'KB':>8} {'us':>9}"
+    lines += [hdr, "-" * len(hdr)]
+    for c in cost.top(top):
+        shape = "x".join(str(d) for d in c.shape)
+        node = c.node if len(c.node) <= 34 else "…" + c.node[-33:]
+        lines.append(f"{node:<34} {c.op[:10]:<10} {shape[:18]:<18} {c.unit:<5} {c.macs / 1e6:>8.2f} "
+                     f"{c.bytes / 1024:>8.1f} {c.us:>9.1f}")
+    return "\n".join(line[:100] for line in lines)

@@ -1,0 +1,683 @@
+"""Render rewrite reports and diff reports: terminal text, Markdown and self-contained HTML.
+
+Both report kinds are first turned into a list of neutral ``Section``s (paragraphs, tables, pictures, bar
+charts); the three renderers only lay those out, so a section is written once. Every section copes with
+its data being absent, since the report is filled by several components (passes, verification, cost).
+Every number carries its unit in the cell or in the column header, and predicted latencies name their
+target profile.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import mimetypes
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RewriteError
+
+WIDTH = 100  # terminal tables fit this many columns
+
+# units of the verification metrics (rewriter/metrics.py); anything else falls back to its name's suffix
+METRIC_UNITS = {
+    "max_abs": "output units", "rel_max": "× reference peak", "rel_l2": "relative L2", "cosine": "cosine",
+    "psnr": "dB", "delta1": "fraction of pixels", "absrel": "relative", "rmse": "output units",
+    "mae": "output units",
+}
+TARGET_NAMES = {"kmb": "KMB (VPU 2.0)", "mtl": "MTL (NPU 2.7)", "cpu": "CPU"}
+
+
+# ---- document model --------------------------------------------------------------------------------------
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    numeric: set[int] = field(default_factory=set)  # right-aligned columns
+
+
+@dataclass
+class Bars:
+    """Per-item before/after bars (e.g. per-layer predicted latency)."""
+
+    title: str
+    unit: str
+    items: list[tuple[str, float | None, float | None]]  # (label, before, after)
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    pictures: list[tuple[str, str]] = field(default_factory=list)  # (caption, path)
+    bars: list[Bars] = field(default_factory=list)
+
+
+# ---- number formatting (unit always attached or in the header) -------------------------------------------
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e5 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _ms(v: Any) -> str:
+    return "–" if v is None else f"{_msnum(v)} ms"
+
+
+def _msnum(v: Any) -> str:
+    """Milliseconds without the unit: 3 significant decimals below 10 ms, fewer above."""
+    if v is None:
+        return "–"
+    v = float(v)
+    return f"{v:.3f}" if abs(v) < 10 else (f"{v:.2f}" if abs(v) < 100 else f"{v:.1f}")
+
+
+def _si(v: Any, unit: str) -> str:
+    """1234567 → '1.23 M<unit>'."""
+    if v is None:
+        return "–"
+    v = float(v)
+    sep = " " if unit.islower() else ""  # "1.2 M parameters", "221 kMAC"
+    for div, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g} {p}{sep}{unit}"
+    return f"{v:.0f} {unit}"
+
+
+def _pct(before: Any, after: Any) -> str:
+    try:
+        b, a = float(before), float(after)
+    except (TypeError, ValueError):
+        return "–"
+    if b == 0:
+        return "–" if a == 0 else "new"
+    return f"{(a - b) / b * 100:+.1f} %"
+
+
+def _speedup(before: Any, after: Any) -> str:
+    try:
+        b, a = float(before), float(after)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{b / a:.2f}×" if a > 0 else "–"
+
+
+def _target(t: str) -> str:
+    return TARGET_NAMES.get(t, t)
+
+
+def _metric_unit(name: str) -> str:
+    base = name.rsplit(".", 1)[-1]
+    if base in METRIC_UNITS:
+        return METRIC_UNITS[base]
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_db", "dB"), ("_pct", "%"), ("seconds", "s")):
+        if base.endswith(suffix):
+            return unit
+    return "–"
+
+
+def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metric dicts → [("output.metric", value)] (lists of numbers are kept whole)."""
+    if isinstance(d, dict):
+        out = []
+        for k, v in d.items():
+            out += _flat(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [(prefix, d)]
+
+
+# ---- sections: rewrite report ----------------------------------------------------------------------------
+def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
+    secs = []
+    head = Section("Rewrite")
+    out = r.get("output") or "(not written)"
+    head.lines.append(f"{r.get('input', '?')} ({r.get('format', '?')}) → {out} ({r.get('output_format', '?')})")
+    passes = r.get("passes") or []
+    applied = [p["name"] for p in passes if p.get("status") in ("applied", "kept_failed")]
+    head.lines.append(f"{len(passes)} pass(es) run, applied: {', '.join(applied) or 'none'}; "
+                      f"exit code {r.get('exit_code', '–')}")
+    secs.append(head)
+
+    if passes:
+        s = Section("Passes")
+        rows = []
+        for i, p in enumerate(passes, 1):
+            rows.append([i, p.get("name"), p.get("status", "–"), p.get("sites_changed", 0),
+                         len(p.get("sites") or []), "exact" if p.get("exact") else "approx",
+                         _gate_summary(p.get("fidelity") or {}),
+                         "–" if p.get("seconds") is None else f"{p['seconds']:.2f} s"])
+        s.tables.append(Table(["#", "pass", "status", "sites changed", "candidates", "kind", "verification",
+                               "time"], rows, {0, 3, 4, 7}))
+        for p in passes:
+            if p.get("error"):
+                s.lines.append(f"{p['name']}: {p['error']}")
+        targets = _pass_targets(passes)
+        if targets:
+            rows = []
+            for p in passes:
+                lat = p.get("latency") or {}
+                row = [p.get("name")]
+                for t in targets:
+                    v = lat.get(t) or {}
+                    row.append(f"{_msnum(v.get('before_ms'))} → {_msnum(v.get('after_ms'))}"
+                               f" ({_speedup(v.get('before_ms'), v.get('after_ms'))})")
+                rows.append(row)
+            s.tables.append(Table(["pass"] + [f"predicted ms, {_target(t)}" for t in targets], rows))
+        secs.append(s)
+
+    for p in passes:
+        fid = p.get("fidelity") or {}
+        fd = p.get("first_divergence")
+        if not fid and not fd:
+            continue
+        secs.append(_fidelity_section(fid, f"Verification: {p.get('name')}", fd))
+
+    secs += _latency_sections(r.get("latency") or {})
+    m = r.get("measured")
+    if m:
+        s = Section("Measured latency (CPU, this machine, interleaved A/B)")
+        s.tables.append(Table(
+            ["", "median", "p90"],
+            [["before", _ms(m.get("before_ms")), _ms(m.get("before_p90_ms"))],
+             ["after", _ms(m.get("after_ms")), _ms(m.get("after_p90_ms"))]]))
+        ratio = m.get("ratio")
+        s.lines.append(f"after/before time ratio {_num(ratio)} (× before), {m.get('runs', '–')} runs per model")
+        secs.append(s)
+    if r.get("op_counts"):
+        secs.append(_op_count_section(r["op_counts"], verbose))
+    if verbose:
+        for p in passes:
+            if p.get("sites"):
+                s = Section(f"Sites: {p.get('name')}")
+                s.tables.append(Table(["node", "op", "decision", "details"], [
+                    [x.get("node"), x.get("op"), x.get("decision"),
+                     ", ".join(f"{k}={_num(v)}" for k, v in (x.get("details") or {}).items())]
+                    for x in p["sites"]]))
+                secs.append(s)
+    notes = list(r.get("notes") or [])
+    for p in passes:
+        notes += [f"{p.get('name')}: {n}" for n in p.get("notes") or []]
+    if notes:
+        secs.append(Section("Notes", lines=notes))
+    return secs
+
+
+def _pass_targets(passes: list[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for p in passes:
+        for t in p.get("latency") or {}:
+            seen[t] = None
+    return list(seen)
+
+
+def _gate_summary(g: dict) -> str:
+    if not g:
+        return "–"
+    if g.get("skipped"):
+        return f"skipped ({g['skipped']})"
+    if "passed" not in g:
+        return "–"
+    return f"{'passed' if g['passed'] else 'FAILED'} ({g.get('gate', '?')})"
+
+
+def _pictures(fid: dict) -> list[tuple[str, str]]:
+    pics = fid.get("pictures") or []
+    if isinstance(pics, dict):
+        return [(str(k), str(v)) for k, v in pics.items()]
+    out = []
+    for i, p in enumerate(pics):
+        if isinstance(p, dict):
+            path = p.get("path") or p.get("file") or ""
+            out.append((str(p.get("caption") or p.get("name") or Path(path).stem), str(path)))
+        else:
+            out.append((Path(str(p)).stem.replace("_", " ") or f"picture {i + 1}", str(p)))
+    return out
+
+
+def _fidelity_section(g: dict, title: str, first_divergence: dict | None = None) -> Section:
+    s = Section(title)
+    if g.get("skipped"):
+        s.lines.append(f"verification skipped ({g['skipped']})")
+    if "passed" in g:
+        s.lines.append(f"gate: {g.get('gate', '?')} — {'PASSED' if g['passed'] else 'FAILED'}")
+    if g.get("message"):
+        s.lines.append(str(g["message"]))
+    if g.get("inputs"):
+        s.lines.append(f"inputs: {g['inputs']}")
+    units = g.get("units") or {}
+    metrics = _flat(g.get("metrics") or {})
+    needed = dict(_flat(g.get("needed") or {}))
+    if metrics:
+        rows = [[k, _num(v) if not isinstance(v, list) else ", ".join(_num(x) for x in v),
+                 units.get(k) or _metric_unit(k), _num(needed[k]) if k in needed else ""]
+                for k, v in metrics]
+        s.tables.append(Table(["metric", "value", "unit", "needed to pass"], rows, {1, 3}))
+    elif needed:
+        s.tables.append(Table(["needed to pass", "value", "unit"],
+                              [[k, _num(v), units.get(k) or _metric_unit(k)] for k, v in needed.items()], {1}))
+    # anything else the verification reported that is a plain scalar (runtime, seed, tolerance, ...)
+    extras = [(k, v) for k, v in g.items() if k not in
+              ("passed", "gate", "metrics", "message", "needed", "inputs", "pictures", "units", "skipped")
+              and isinstance(v, (str, int, float, bool))]
+    if extras:
+        s.lines.append("; ".join(f"{k}: {_num(v)}" + (f" {_metric_unit(k)}" if _metric_unit(k) != "–" else "")
+                                 for k, v in extras))
+    if first_divergence:
+        fd = first_divergence
+        s.lines.append(f"first divergence: node {fd.get('node')} ({fd.get('op', '?')}), pass "
+                       f"{fd.get('pass') or '–'}, error {_num(fd.get('error'))}")
+    s.pictures = _pictures(g)
+    return s
+
+
+def _latency_sections(lat: dict) -> list[Section]:
+    if not lat:
+        return []
+    s = Section("Predicted latency (cost model, per target profile)")
+    rows = []
+    for t, v in lat.items():
+        if not isinstance(v, dict):
+            continue
+        fps = (f"{_num(v.get('fps_before'))} → {_num(v.get('fps_after'))}"
+               if v.get("fps_before") is not None or v.get("fps_after") is not None else "–")
+        share = (f"{_share(v.get('frame_share_before'))} → {_share(v.get('frame_share_after'))}"
+                 if v.get("frame_share_before") is not None else "–")
+        rows.append([_target(t), _ms(v.get("before_ms")), _ms(v.get("after_ms")),
+                     _speedup(v.get("before_ms"), v.get("after_ms")), fps, share])
+    s.tables.append(Table(["target profile", "before", "after", "speedup", "frames/s", "share of frame (%)"],
+                          rows, {1, 2, 3, 4, 5}))
+    for t, v in lat.items():
+        items = _layer_items((v or {}).get("top_changed") if isinstance(v, dict) else None)
+        if items:
+            s.bars.append(Bars(f"Per-layer predicted latency, target profile {_target(t)}", "ms", items))
+    return [s]
+
+
+def _share(v: Any) -> str:
+    if v is None:
+        return "–"
+    try:
+        return f"{float(v) * 100:.1f}" if float(v) <= 1.5 else f"{float(v):.1f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _layer_items(top: Any) -> list[tuple[str, float | None, float | None]]:
+    """Cost-model per-layer changes → (label, before ms, after ms); tolerant of the item shape."""
+    out = []
+    for it in top or []:
+        if not isinstance(it, dict):
+            continue
+        name = it.get("node") or it.get("name") or it.get("layer") or "?"
+        op = it.get("op") or it.get("type")
+        label = f"{name} ({op})" if op else str(name)
+        before, after = it.get("before_ms"), it.get("after_ms")
+        if before is None and after is None and it.get("delta_ms") is not None:
+            before, after = 0.0, it["delta_ms"]
+        out.append((label, before, after))
+    return out
+
+
+def _op_count_section(counts: dict, verbose: bool) -> Section:
+    s = Section("Op counts (nodes; constants are weights, not ops)")
+    rows = []
+    tb = ta = 0
+    for op, (b, a) in sorted(counts.items()):
+        tb, ta = tb + b, ta + a
+        if verbose or a != b:
+            rows.append([op, b, a, f"{a - b:+d}" if a != b else "0"])
+    if not verbose and len(rows) < len(counts):
+        s.lines.append(f"{len(counts) - len(rows)} op type(s) unchanged (-v lists all)")
+    rows.append(["total", tb, ta, f"{ta - tb:+d}" if ta != tb else "0"])
+    s.tables.append(Table(["op", "before", "after", "change"], rows, {1, 2, 3}))
+    return s
+
+
+# ---- sections: diff report -------------------------------------------------------------------------------
+def _diff_sections(r: dict, verbose: bool) -> list[Section]:
+    secs = []
+    b, a = r.get("before") or {}, r.get("after") or {}
+    head = Section("Diff")
+    head.lines.append(f"before: {b.get('model', '?')} ({b.get('format', '?')}, {b.get('nodes', '–')} ops)")
+    head.lines.append(f"after:  {a.get('model', '?')} ({a.get('format', '?')}, {a.get('nodes', '–')} ops)")
+    head.lines.append(f"compared as {str(r.get('compared_as', '?')).upper()} graphs: "
+                      f"{r.get('matched', '–')} ops matched ({len(r.get('renamed') or [])} renamed), "
+                      f"{len(r.get('changed') or [])} changed, {len(r.get('removed') or [])} removed, "
+                      f"{len(r.get('added') or [])} added")
+    secs.append(head)
+    if r.get("op_counts"):
+        secs.append(_op_count_section(r["op_counts"], verbose))
+
+    if r.get("changed"):
+        s = Section("Changed nodes")
+        rows = []
+        for c in r["changed"]:
+            what = [f"{k}: {_val(v[0])} → {_val(v[1])}" for k, v in (c.get("attributes") or {}).items()]
+            for w in c.get("weights") or []:
+                if w.get("before_shape") != w.get("after_shape"):
+                    what.append(f"{w['input']} shape {_shape(w.get('before_shape'))} → {_shape(w.get('after_shape'))}")
+                else:
+                    what.append(f"{w['input']} values changed (max {_num(w.get('max_abs_change'))} abs, "
+                                f"{_num(w.get('max_rel_change'))} × largest weight)")
+            name = c["before"] if c["before"] == c["after"] else f"{c['before']} → {c['after']}"
+            rows.append([name, c.get("op"), "; ".join(what), c.get("tag") or "–"])
+        s.tables.append(Table(["node", "op", "change", "pass"], rows))
+        secs.append(s)
+    if r.get("replaced"):
+        s = Section("Replaced (removed nodes → the nodes that took their place)")
+        s.tables.append(Table(["removed", "added"], [[", ".join(x["removed"]), ", ".join(x["added"])]
+                                                     for x in r["replaced"]]))
+        secs.append(s)
+    for key, title in (("removed", "Removed nodes"), ("added", "Added nodes")):
+        if r.get(key):
+            s = Section(title)
+            rows = [[n.get("name"), n.get("description") or n.get("op"),
+                     ", ".join(_shape(w) for w in n.get("weights") or []) or "–",
+                     _num(n.get("params")), _si(n.get("macs"), "MAC") if n.get("macs") else "–"]
+                    + ([n.get("tag") or "–"] if key == "added" else []) for n in r[key]]
+            headers = ["node", "op", "weights (shape)", "params", "MACs"] + (["pass"] if key == "added" else [])
+            s.tables.append(Table(headers, rows, {3, 4}))
+            secs.append(s)
+    if r.get("weight_changes"):
+        s = Section("Weight shape changes")
+        s.tables.append(Table(["node", "op", "input", "before", "after"], [
+            [w.get("node"), w.get("op"), w.get("input"), _shape(w.get("before_shape")), _shape(w.get("after_shape"))]
+            for w in r["weight_changes"]]))
+        secs.append(s)
+    totals = Section("Totals")
+    rows = []
+    for key, label in (("params", "parameters"), ("macs", "multiply-accumulates")):
+        v = r.get(key)
+        if isinstance(v, dict):
+            unit = v.get("unit", "")
+            rows.append([label, _si(v.get("before"), unit), _si(v.get("after"), unit),
+                         _pct(v.get("before"), v.get("after"))])
+    if rows:
+        totals.tables.append(Table(["total", "before", "after", "change"], rows, {1, 2, 3}))
+        macs = r.get("macs") or {}
+        if macs.get("scope"):
+            totals.lines.append(f"MACs: {macs['scope']}")
+        if macs.get("unknown_nodes"):
+            totals.lines.append(f"nodes with unknown (dynamic) shapes left out of MACs: before "
+                                f"{macs['unknown_nodes'][0]}, after {macs['unknown_nodes'][1]}")
+        secs.append(totals)
+    by_pass = (r.get("tags") or {}).get("by_pass") or {}
+    if by_pass:
+        s = Section("Pass tags (nodes made or changed by each pass, in the after model)")
+        s.tables.append(Table(["pass", "nodes", "names"], [
+            [k, len(v), ", ".join(v[:8]) + (f", … (+{len(v) - 8})" if len(v) > 8 else "")]
+            for k, v in by_pass.items()], {1}))
+        secs.append(s)
+    if r.get("fidelity"):
+        secs.append(_fidelity_section(r["fidelity"], "Output fidelity (before vs after)",
+                                      r["fidelity"].get("first_divergence")))
+    secs += _latency_sections(r.get("latency") or {})
+    if verbose and r.get("renamed"):
+        s = Section("Renamed (matched by connectivity)")
+        s.tables.append(Table(["before", "after", "op"], [[x["before"], x["after"], x["op"]] for x in r["renamed"]]))
+        secs.append(s)
+    if r.get("notes"):
+        secs.append(Section("Notes", lines=list(r["notes"])))
+    return secs
+
+
+def _shape(s: Any) -> str:
+    return "–" if s is None else "[" + "×".join(str(d) for d in s) + "]"
+
+
+def _val(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_num(x) for x in v) + "]"
+    return _num(v)
+
+
+def sections(report: dict, verbose: bool = False) -> list[Section]:
+    """The report (rewrite or diff) as neutral sections."""
+    if not isinstance(report, dict):
+        raise RewriteError("report: expected a dict")
+    is_diff = report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report))
+    return _diff_sections(report, verbose) if is_diff else _rewrite_sections(report, verbose)
+
+
+# ---- plain text --------------------------------------------------------------------------------------------
+def _cut(s: str, n: int) -> str:
+    if len(s) <= n:
+        return s
+    if n <= 3:
+        return s[:n]
+    head = (n - 1) // 2
+    return s[:head] + "…" + s[len(s) - (n - 1 - head):]
+
+
+def _text_table(t: Table, width: int = WIDTH) -> list[str]:
+    cells = [[str(h) for h in t.headers]] + [[_num(c) if not isinstance(c, str) else c for c in row]
+                                             for row in t.rows]
+    ncol = len(t.headers)
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in cells) for i in range(ncol)]
+    budget = width - 2 - 2 * (ncol - 1)
+    while sum(widths) > budget:  # narrow the widest column until the table fits; its cells wrap
+        i = max(range(ncol), key=lambda k: widths[k])
+        if widths[i] <= 6:
+            break
+        widths[i] -= 1
+    lines = []
+    for r_i, row in enumerate(cells):
+        wrapped = [_wrap(row[i] if i < len(row) else "", widths[i]) for i in range(ncol)]
+        for k in range(max(len(w) for w in wrapped)):
+            parts = []
+            for i in range(ncol):
+                c = wrapped[i][k] if k < len(wrapped[i]) else ""
+                parts.append(c.rjust(widths[i]) if (i in t.numeric and r_i) else c.ljust(widths[i]))
+            lines.append(("  " + "  ".join(parts)).rstrip())
+        if r_i == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _wrap(s: str, n: int) -> list[str]:
+    """Greedy wrap to n characters, breaking after spaces and after '/' (node paths), else hard."""
+    if len(s) <= n:
+        return [s]
+    lines, cur = [], ""
+    for tok in re.split(r"(?<=[ /])", s):
+        while len(tok) > n:  # a token longer than the column: hard-cut it
+            if cur:
+                lines.append(cur.rstrip())
+                cur = ""
+            lines.append(tok[:n])
+            tok = tok[n:]
+        if len(cur) + len(tok.rstrip()) > n:
+            lines.append(cur.rstrip())
+            cur = ""
+        cur += tok
+    if cur.strip():
+        lines.append(cur.rstrip())
+    return lines or [""]
+
+
+def _text_bars(b: Bars, width: int = WIDTH) -> list[str]:
+    vals = [v for _, x, y in b.items for v in (x, y) if v is not None]
+    top = max(vals) if vals else 0.0
+    label_w = min(36, max((len(lbl) for lbl, _, _ in b.items), default=10))
+    bar_w = max(10, width - label_w - 32)
+    out = [f"  {b.title} ({b.unit}); ░ before, █ after"]
+    for label, x, y in b.items:
+        for mark, v, tag in (("░", x, "before"), ("█", y, "after ")):
+            n = 0 if not v or top <= 0 else max(1, round(v / top * bar_w))
+            name = _cut(label, label_w) if tag == "before" else ""
+            out.append(f"  {name:<{label_w}} {tag} {mark * n} {_num(v)} {b.unit}".rstrip())
+    return out
+
+
+def render_text(report: dict, verbose: bool = False) -> str:
+    """Plain-text report readable at 100 columns (rewrite or diff report)."""
+    out: list[str] = []
+    for s in sections(report, verbose):
+        out.append(s.title)
+        out.append("=" * min(len(s.title), WIDTH))
+        out += [f"  {line}" for line in s.lines]
+        for t in s.tables:
+            out += _text_table(t)
+        for b in s.bars:
+            out += _text_bars(b)
+        for cap, path in s.pictures:
+            out.append(f"  picture: {cap}: {path}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ---- Markdown ----------------------------------------------------------------------------------------------
+def _md_cell(c: Any) -> str:
+    return (c if isinstance(c, str) else _num(c)).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: dict, verbose: bool = True) -> str:
+    """The report as GitHub-flavoured Markdown (pictures linked by path)."""
+    secs = sections(report, verbose)
+    title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
+    out = [f"# {title}", ""]
+    for s in secs:
+        out += [f"## {s.title}", ""]
+        out += [f"{line}  " for line in s.lines]
+        if s.lines:
+            out.append("")
+        for t in s.tables + [_bars_table(b) for b in s.bars]:
+            out.append("| " + " | ".join(_md_cell(h) for h in t.headers) + " |")
+            out.append("|" + "|".join("---:" if i in t.numeric else "---" for i in range(len(t.headers))) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+            out.append("")
+        for cap, path in s.pictures:
+            out += [f"![{cap}]({path})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _bars_table(b: Bars) -> Table:
+    return Table([b.title, f"before ({b.unit})", f"after ({b.unit})", "change"],
+                 [[lbl, _num(x), _num(y), _pct(x, y)] for lbl, x, y in b.items], {1, 2, 3})
+
+
+# ---- HTML --------------------------------------------------------------------------------------------------
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;
+color:#1d232b;padding:0 16px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d6dbe1;padding-bottom:3px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}
+th,td{border:1px solid #d6dbe1;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr:nth-child(even) td{background:#fafbfc}p{margin:4px 0}
+figure{display:inline-block;margin:6px 12px 6px 0}figure img{max-width:480px;border:1px solid #d6dbe1}
+figcaption{font-size:12px;color:#555}.missing{color:#a33}
+.chart text{font:11px system-ui,sans-serif}
+"""
+
+
+def _img_tag(cap: str, path: str) -> str:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return f'<p class="missing">picture not found: {html.escape(path)}</p>'
+    mime = mimetypes.guess_type(p.name)[0] or "image/png"
+    b64 = base64.b64encode(data).decode()
+    return (f'<figure><img alt="{html.escape(cap)}" src="data:{mime};base64,{b64}">'
+            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+
+
+def _legend(x: int, color: str, text: str) -> str:
+    return f'<rect x="{x}" y="22" width="10" height="8" fill="{color}"/><text x="{x + 14}" y="30">{text}</text>'
+
+
+def _svg_bars(b: Bars) -> str:
+    """Horizontal before/after bar chart as inline SVG."""
+    label_w, bar_w, row_h = 300, 520, 30
+    vals = [v for _, x, y in b.items for v in (x, y) if v is not None]
+    top = max(vals) if vals else 1.0
+    top = top or 1.0
+    h = 40 + row_h * len(b.items)
+    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 110}" '
+             f'height="{h}" role="img" aria-label="{html.escape(b.title)}">',
+             f'<text x="0" y="14" font-weight="bold">{html.escape(b.title)} ({html.escape(b.unit)})</text>',
+             _legend(label_w, "#b8c2cc", "before"), _legend(label_w + 70, "#2f6fb3", "after")]
+    for i, (label, x, y) in enumerate(b.items):
+        y0 = 40 + i * row_h
+        parts.append(f'<text x="0" y="{y0 + 16}">{html.escape(_cut(label, 46))}</text>')
+        for j, (v, color) in enumerate(((x, "#b8c2cc"), (y, "#2f6fb3"))):
+            w = 0 if not v else max(1.0, v / top * bar_w)
+            yy = y0 + 3 + j * 12
+            parts.append(f'<rect x="{label_w}" y="{yy}" width="{w:.1f}" height="10" fill="{color}"/>')
+            parts.append(f'<text x="{label_w + w + 4:.1f}" y="{yy + 9}">{_num(v)} {html.escape(b.unit)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: dict, verbose: bool = True) -> str:
+    """A self-contained HTML page: tables, embedded PNG pictures, inline SVG charts."""
+    secs = sections(report, verbose)
+    title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{title}</h1>"]
+    for s in secs:
+        out.append(f"<section><h2>{html.escape(s.title)}</h2>")
+        out += [f"<p>{html.escape(line)}</p>" for line in s.lines]
+        for t in s.tables:
+            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in t.headers)
+                       + "</tr></thead><tbody>")
+            for row in t.rows:
+                out.append("<tr>" + "".join(
+                    f'<td{" class=n" if i in t.numeric else ""}>{html.escape(c if isinstance(c, str) else _num(c))}'
+                    "</td>" for i, c in enumerate(row)) + "</tr>")
+            out.append("</tbody></table>")
+        for b in s.bars:
+            out.append(_svg_bars(b))
+        if s.pictures:
+            out.append("<div>" + "".join(_img_tag(c, p) for c, p in s.pictures) + "</div>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ---- atomic writes -----------------------------------------------------------------------------------------
+def _atomic_write(path: str | os.PathLike, text: str) -> Path:
+    """Write via a temp file in the same folder and os.replace, so readers never see half a report."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise RewriteError(f"{path}: output folder {parent} does not exist")
+    tmp = parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RewriteError(f"{path}: cannot write the report: {e.strerror}") from e
+    return path
+
+
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    """Write the report as indented JSON (atomically)."""
+    return _atomic_write(path, json.dumps(report, indent=2, default=str) + "\n")
+
+
+def write_markdown(report: dict, path: str | os.PathLike) -> Path:
+    """Write the report as Markdown (atomically)."""
+    return _atomic_write(path, render_markdown(report))
+
+
+def write_html(report: dict, path: str | os.PathLike) -> Path:
+    """Write the report as a self-contained HTML page (atomically)."""
+    return _atomic_write(path, render_html(report))
