@@ -55,11 +55,11 @@ PASS_SETS: dict[str, PassSet] = {p.key: p for p in [
 MIDASNET_SETS = ("asym", "asym+deconv", "dwpw-r1", "dwpw-r1-norefit", "int8", "asym+dwpw+int8")
 
 MODELS: dict[str, ModelSpec] = {m.key: m for m in [
-    ModelSpec("small256", "small_ts17_256x256", "seeded", "256x256", eval_images=4, verify_images=6, runs=15),
-    ModelSpec("small288", "small_ts17_288x512", "seeded", "288x512", eval_images=4, verify_images=6, runs=15),
+    ModelSpec("small256", "small_ts17_256x256", "seeded", "256x256", eval_images=4, verify_images=3, runs=15),
+    ModelSpec("small288", "small_ts17_288x512", "seeded", "288x512", eval_images=4, verify_images=3, runs=15),
     ModelSpec("small288-trained", "small_trained_ts17_288x512", "trained", "288x512", eval_images=4,
-              verify_images=6, runs=15, note="trained proxy: the fidelity numbers to believe"),
-    ModelSpec("small384x672", "small_ts17_384x672", "seeded", "384x672", eval_images=4, verify_images=6,
+              verify_images=3, runs=15, note="trained proxy: the fidelity numbers to believe"),
+    ModelSpec("small384x672", "small_ts17_384x672", "seeded", "384x672", eval_images=4, verify_images=3,
               runs=10),
     ModelSpec("midasnet384", "midasnet_ts11_384x384", "seeded", "384x384", eval_images=1, verify_images=2,
               runs=4, warmup=1, pass_sets=MIDASNET_SETS, timeout_s=2400,
@@ -69,6 +69,7 @@ MODELS: dict[str, ModelSpec] = {m.key: m for m in [
 QUICK_MODELS = ("small256", "small288-trained")
 QUICK_SETS = ("asym", "dwpw-r1", "int8", "asym+dwpw+int8")
 QUICK_RUNS = 6  # measured A/B runs per side in --quick
+QUICK_IMAGES = 2  # held-out photos for fidelity and photos for the tool's gates in --quick
 
 
 def cells(models: list[str], sets: list[str], restrict: bool = True) -> list[tuple[ModelSpec, PassSet]]:
@@ -92,10 +93,13 @@ def model_spec(key: str) -> ModelSpec:
     """The spec for a model key, or an ad-hoc spec for any other fixture name or model path (default budget)."""
     if key in MODELS:
         return MODELS[key]
+    fixture = key
+    if key.endswith((".onnx", ".xml")):  # a model file: label it by its file stem
+        key = key.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     weights = "trained" if "trained" in key else "seeded"
     tail = key.rsplit("/", 1)[-1].rsplit(".", 1)[0].rsplit("_", 1)[-1]  # "..._288x512[.onnx]" → "288x512"
     res = tail if "x" in tail else "?"
     heavy = "midasnet" in key
-    return ModelSpec(key, key, weights, res, eval_images=1 if heavy else 4, verify_images=2 if heavy else 6,
+    return ModelSpec(key, fixture, weights, res, eval_images=1 if heavy else 4, verify_images=2 if heavy else 3,
                      runs=4 if heavy else 10, pass_sets=MIDASNET_SETS if heavy else None,
                      timeout_s=2400 if heavy else 900)

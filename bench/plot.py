@@ -36,11 +36,12 @@ def scatter(model_key: str, cells: list[dict], path: Path, title: str = "") -> P
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=True)
     for ax, (name, xs) in zip(axes, _panels(cells)):
         pts = list(zip(xs, err))
-        for (x, y), lab in zip(pts, labels):
+        for k, ((x, y), lab) in enumerate(zip(pts, labels)):
             if x is None or y is None:
                 continue
-            ax.scatter([x], [y], s=30)
-            ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter([x], [y], s=30, color=f"C{k % 10}")  # same colour per pass set in every panel
+            # staggered labels: pass sets with near-identical figures (asym vs asym+deconv) stay readable
+            ax.annotate(lab, (x, y), fontsize=7, xytext=(4, 4 - 9 * (k % 3)), textcoords="offset points")
         front = pareto_front(pts)
         if front:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=0.8, label="Pareto front")

@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .images import CALIB_PHOTOS, EVAL_PHOTOS, GT_NAME, write_folder
-from .matrix import MODELS, PASS_SETS, QUICK_MODELS, QUICK_RUNS, QUICK_SETS, ModelSpec, PassSet, cells
+from .matrix import MODELS, PASS_SETS, QUICK_IMAGES, QUICK_MODELS, QUICK_RUNS, QUICK_SETS, ModelSpec, PassSet, cells
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -70,15 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:
         print(f"bench: {e.args[0]}", file=sys.stderr)
         return 2
-    if args.quick or args.runs:
-        plan = [(replace(m, runs=args.runs or min(m.runs, QUICK_RUNS)), s) for m, s in plan]
+    if args.quick:
+        plan = [(replace(m, runs=min(m.runs, QUICK_RUNS), eval_images=min(m.eval_images, QUICK_IMAGES),
+                         verify_images=min(m.verify_images, QUICK_IMAGES)), s) for m, s in plan]
+    if args.runs:
+        plan = [(replace(m, runs=args.runs), s) for m, s in plan]
 
     from .machine import describe, machine_info
 
     calib_dir = write_folder(work / "calib", CALIB_PHOTOS)
     results: dict = {
         "bench": {"date": date, "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-                  "quick": args.quick, "seed": SEED, "verify": not args.no_verify, "on_fail": "keep",
+                  "quick": args.quick, "subset": bool(args.quick or args.models or args.sets or args.runs),
+                  "seed": SEED, "verify": not args.no_verify, "on_fail": "keep",
                   "targets": list(TARGETS), "json": _rel(json_path),
                   "images": {"calib": list(CALIB_PHOTOS), "eval": list(EVAL_PHOTOS), "gt": GT_NAME},
                   "pass_sets": {k: asdict(v) for k, v in PASS_SETS.items()},
@@ -137,7 +141,7 @@ def prepare_model(m: ModelSpec, work: Path) -> dict:
         else:
             from fixtures import fixture_path
 
-            path = Path(fixture_path(m.fixture))
+            path = Path(fixture_path(m.fixture, log=lambda msg: print(f"bench: fixtures: {msg}", flush=True)))
         info.update(path=str(path), build_s=round(time.perf_counter() - t0, 1))
         print(f"bench: {m.key}: fixture {m.fixture} ready in {info['build_s']} s", flush=True)
         from rewriter.model import ModelHandle

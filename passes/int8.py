@@ -267,7 +267,7 @@ class Int8(Pass):
                          "per channel (less accurate); convert the model to opset 13+ for per-channel weights")
         names_before = _node_names(model)
         old_ir_tags = model.tags() if model.format == "ir" else {}
-        kwargs = self._nncf_kwargs(fix, n, list(ignored))
+        kwargs = self._nncf_kwargs(model.format, fix, n, list(ignored))
         accuracy: dict[str, Any] | None = None
         with _nncf_output(getattr(ctx, "verbosity", 0)):
             if self.opts["max_drop"] is None:
@@ -292,15 +292,24 @@ class Int8(Pass):
         return calibration_set(model, folder, seed=ctx.seed, preprocess=self.opts["preprocess"],
                                cache=getattr(ctx, "_calib_cache", None))
 
-    def _nncf_kwargs(self, fix: str, subset_size: int, ignored: list[str]) -> dict[str, Any]:
+    def _nncf_kwargs(self, fmt: str, fix: str, subset_size: int, ignored: list[str]) -> dict[str, Any]:
         import nncf
-        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            OverflowFix,
+            QuantizationParameters,
+        )
 
+        advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(fix))
+        if fmt == "onnx":
+            # NNCF gives depthwise-conv inputs per-channel Q/DQ, which onnxruntime fuses into a QLinearConv
+            # that then fails ("input zero point must be a scalar"): per-tensor activations run everywhere
+            advanced.activations_quantization_params = QuantizationParameters(per_channel=False)
         kwargs: dict[str, Any] = {
             "preset": nncf.QuantizationPreset(self.opts["preset"]),
             "subset_size": subset_size,
             "fast_bias_correction": self.opts["fast_bias_correction"],
-            "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix(fix)),
+            "advanced_parameters": advanced,
         }
         if ignored:  # names already resolved and validated against the graph
             kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import inspect
 import os
 import sys
+import tempfile
 import types
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -50,8 +52,10 @@ PARAM_OPS = CONV_OPS | {"Gemm", "MatMul", "BatchNormalization", "PRelu", "Instan
 # elementwise ops whose per-channel constant operand is a parameter (decomposed BN, preprocessing)
 AFFINE_OPS = {"Add", "Mul", "Sub", "Div"}
 COMMUTATIVE = {"Add", "Mul", "Max", "Min", "Sum", "And", "Or", "Equal"}
+WEIGHT_RTOL = 1e-3  # weight changes below this × the largest weight are rounding (FP16 storage: ≤ 4.9e-4)
 SMALL_CONST = 16  # constant inputs up to this many elements are compared by value, as pseudo-attributes
 PSEUDO_OPS = ("<input>", "<output>")
+_NO_DEFAULT = object()
 
 
 # ---- normalised graph ------------------------------------------------------------------------------------
@@ -83,6 +87,7 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     aliases: set[str] = field(default_factory=set)  # names usable for name matching (node, member, tensors)
     tag: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)  # schema defaults (ONNX) of this op's attributes
     out_shape: list[int] | None = None
     in_shape: list[int] | None = None
 
@@ -124,12 +129,17 @@ class Node:
         return self.op
 
     @property
-    def params(self) -> int:
+    def param_consts(self) -> list[Const]:
+        """Constant inputs counted as learned parameters (weights, biases, per-channel affine operands)."""
         if self.op in PARAM_OPS:
-            return sum(c.size for c in self.weights)
+            return self.weights
         if self.op in AFFINE_OPS:
-            return sum(c.size for c in self.consts if c.size > 1 and (c.value is None or c.value.dtype.kind == "f"))
-        return 0
+            return [c for c in self.consts if c.size > 1 and (c.value is None or c.value.dtype.kind == "f")]
+        return []
+
+    @property
+    def params(self) -> int:
+        return sum(c.size for c in self.param_consts)
 
     @property
     def macs(self) -> int | None:
@@ -290,13 +300,15 @@ def _onnx_graph(handle: ModelHandle, label: str) -> Graph:
         if id(n) in folded:
             continue
         formal = _onnx_input_names(n.op_type, n.domain, opset, len(n.input))
-        attrs = _onnx_attr_defaults(n.op_type, n.domain, opset)
+        defaults = _onnx_attr_defaults(n.op_type, n.domain, opset)
+        attrs = dict(defaults)
         attrs.update({a.name: _jsonable(onnx.helper.get_attribute_value(a)) for a in n.attribute})
         node_consts = [Const(formal[k], consts[t].shape or _tuple(shapes.get(t)), consts[t].digest,
                              consts[t].value, t) for k, t in enumerate(n.input) if t and t in consts]
         name = n.name or (n.output[0] if n.output else f"{n.op_type}_{idx}")
         node = Node(name, n.op_type, n.op_type, [t for t in n.input if t and t not in consts], list(n.output),
                     node_consts, attrs, aliases={name, *[o for o in n.output if o]}, tag=tags.get(n.name))
+        node.defaults = defaults
         node.out_shape = shapes.get(n.output[0]) if n.output else None
         node.in_shape = shapes.get(node.inputs[0]) if node.inputs else None
         _canonical_onnx_attrs(node)
@@ -725,20 +737,31 @@ def _load(m: Any, which: str) -> ModelHandle:
         raise RewriteError(f"{which} model {m!s:.200}: cannot load it: {e}") from e
 
 
+def _settings(n: Node) -> dict[str, tuple[str, Any]]:
+    """Attributes and small constant inputs in one namespace (``axes`` may be either, depending on the opset):
+    {name: (digest-or-value for comparison, display value)}; empty constant inputs count as absent."""
+    out: dict[str, tuple[str, Any]] = {k: (repr(v), v) for k, v in n.attrs.items()}
+    weights = {id(c) for c in n.weights}
+    for c in n.consts:
+        if id(c) in weights or c.size == 0 and c.shape is not None:
+            continue
+        key = c.port if c.port not in out else f"input:{c.port}"
+        out[key] = (repr(_small(c.value)) if c.value is not None else c.digest, _const_view(c))
+    return out
+
+
 def _attr_changes(x: Node, y: Node) -> dict[str, list]:
+    """{name: [old, new]} of attributes / small constant inputs that differ. A setting one side lacks is
+    not a change when the other side holds its schema default (a newer opset's added attribute)."""
+    sx, sy = _settings(x), _settings(y)
     out: dict[str, list] = {}
-    for k in sorted(set(x.attrs) | set(y.attrs)):
-        if x.attrs.get(k) != y.attrs.get(k):
-            out[k] = [x.attrs.get(k), y.attrs.get(k)]
-    # small constant inputs (Resize scales, Pad pads, ...) compare by value, named by their input
-    wx = {id(c) for c in x.weights}
-    wy = {id(c) for c in y.weights}
-    sx = {c.port: c for c in x.consts if id(c) not in wx}
-    sy = {c.port: c for c in y.consts if id(c) not in wy}
-    for port in sorted(set(sx) | set(sy)):
-        cx, cy = sx.get(port), sy.get(port)
-        if (cx.digest if cx else None) != (cy.digest if cy else None):
-            out[f"input:{port}"] = [_const_view(cx), _const_view(cy)]
+    for k in sorted(set(sx) | set(sy)):
+        a, b = sx.get(k), sy.get(k)
+        if a is not None and b is not None:
+            if a[0] != b[0]:
+                out[k] = [a[1], b[1]]
+        elif (a or b)[1] != (x.defaults if a else y.defaults).get(k, _NO_DEFAULT):
+            out[k] = [a[1] if a else None, b[1] if b else None]
     return out
 
 
@@ -765,6 +788,8 @@ def _weight_changes(x: Node, y: Node) -> list[dict]:
                 and cx.shape == cy.shape and cx.value.dtype.kind == "f":
             d = np.abs(cx.value.astype(np.float64) - cy.value.astype(np.float64))
             scale = float(np.abs(cx.value).max()) or 1.0
+            if d.max() <= WEIGHT_RTOL * scale:  # float noise or FP16 compression, not a rewrite
+                continue
             entry["max_abs_change"] = float(f"{d.max():.4g}")
             entry["max_rel_change"] = float(f"{d.max() / scale:.4g}")  # relative to the largest old weight
         out.append(entry)
@@ -837,16 +862,19 @@ def _replacements(a: Graph, b: Graph, ab: dict[int, Node]) -> list[dict[str, Any
 
 
 def diff(a: Any, b: Any, *, fidelity: bool = False, targets: tuple[str, ...] | list[str] = (),
-         images: str | None = None) -> dict[str, Any]:
+         images: str | None = None, pictures: str | os.PathLike | None = None) -> dict[str, Any]:
     """Structural diff of two models (paths, ``onnx.ModelProto``, ``openvino.Model`` or ``ModelHandle``).
 
     Returns a JSON-able dict: ``op_counts`` {op: [before, after]}, ``added`` / ``removed`` node entries,
     ``changed`` [{before, after, op, attributes: {attr: [old, new]}, weights: [...], tag}], ``renamed``,
     ``replaced`` (removed region → added region), ``weight_changes``, ``params`` and ``macs`` totals, ``tags``,
-    and with ``fidelity`` / ``targets`` the output comparison and predicted per-target latency change.
+    and with ``fidelity`` / ``targets`` the output comparison and predicted per-target latency change
+    (``pictures``: folder for the before/after depth and error PNGs of the worst input).
     """
     ha, hb = _load(a, "before"), _load(b, "after")
     la, lb = _label(a, ha), _label(b, hb)
+    if la == lb and not isinstance(b, (str, os.PathLike)):  # an in-memory rewrite of the same file
+        lb = f"{lb} (modified in memory)"
     as_ir = ha.format != hb.format
     ga, gb = build_graph(ha, la, as_ir), build_graph(hb, lb, as_ir)
     ab = _Matcher(ga, gb).run()
@@ -895,7 +923,7 @@ def diff(a: Any, b: Any, *, fidelity: bool = False, targets: tuple[str, ...] | l
         report["notes"].insert(0, "ONNX vs IR: the ONNX model was converted by OpenVINO's ONNX frontend and "
                                   "both compared as OpenVINO graphs (ONNX node names kept where they map)")
     if fidelity:
-        report["fidelity"] = _fidelity(ha, hb, images, report["notes"])
+        report["fidelity"] = _fidelity(ha, hb, images, pictures, report["notes"])
     if targets:
         report["latency"] = _latency(ha, hb, tuple(targets), report["notes"])
     return _jsonable(report)
@@ -914,10 +942,9 @@ def _counts(g: Graph) -> dict[str, int]:
 
 def _params(g: Graph) -> int:
     seen: dict[str, int] = {}
-    for n in g.ops:
-        if n.params:
-            for c in (n.weights if n.op in PARAM_OPS else [c for c in n.consts if c.size > 1]):
-                seen[c.ident or f"{id(n)}:{c.port}"] = c.size
+    for n in g.ops:  # shared constants count once
+        for c in n.param_consts:
+            seen[c.ident or f"{id(n)}:{c.port}"] = c.size
     return int(sum(seen.values()))
 
 
@@ -933,7 +960,8 @@ def _macs(ga: Graph, gb: Graph) -> dict[str, Any]:
     return out
 
 
-def _fidelity(ha: ModelHandle, hb: ModelHandle, images: str | None, notes: list[str]) -> dict[str, Any]:
+def _fidelity(ha: ModelHandle, hb: ModelHandle, images: str | None, pictures: str | os.PathLike | None,
+              notes: list[str]) -> dict[str, Any]:
     try:  # importlib: the package attribute `rewriter.verify` is a function until the module is imported
         verify_mod = importlib.import_module("rewriter.verify")
     except ImportError:
@@ -943,8 +971,11 @@ def _fidelity(ha: ModelHandle, hb: ModelHandle, images: str | None, notes: list[
     if fn is None:
         notes.append("fidelity: rewriter.verify has no verify_models/compare; skipped")
         return {}
+    kwargs: dict[str, Any] = {"images": images}
+    if pictures is not None and "pictures" in inspect.signature(fn).parameters:
+        kwargs["pictures"] = str(pictures)
     try:
-        res = fn(ha, hb, images=images)
+        res = fn(ha, hb, **kwargs)
     except RewriteError:
         raise
     except Exception as e:  # the structural diff stays useful even when the models cannot be run
@@ -985,6 +1016,9 @@ def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", action="append", choices=("kmb", "mtl", "cpu"),
                         help="predict per-layer latency change for this target (repeatable)")
     parser.add_argument("--images", metavar="DIR", help="images for --fidelity (default: scikit-image photos)")
+    parser.add_argument("--pictures", metavar="DIR",
+                        help="with --fidelity: keep the worst input's depth/error PNGs here (the HTML report "
+                             "embeds them either way)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every op count and matched rename")
 
@@ -997,14 +1031,19 @@ def run_diff(args: argparse.Namespace) -> int:
         for p in (args.report, args.md, args.html):
             if p and not Path(p).resolve().parent.is_dir():
                 raise RewriteError(f"{p}: output folder {Path(p).parent} does not exist")
-        rep = diff(args.before, args.after, fidelity=args.fidelity,
-                   targets=tuple(dict.fromkeys(args.target or ())), images=args.images)
+        with tempfile.TemporaryDirectory(prefix="rewrite-diff-") as tmp:
+            # the HTML embeds the pictures, so without --pictures they only live until it is written
+            pictures = getattr(args, "pictures", None) or (tmp if args.fidelity and args.html else None)
+            rep = diff(args.before, args.after, fidelity=args.fidelity,
+                       targets=tuple(dict.fromkeys(args.target or ())), images=args.images, pictures=pictures)
+            if args.html:
+                write_html(rep, args.html)
+            if pictures == tmp:
+                rep.get("fidelity", {}).pop("pictures", None)  # do not point the JSON/Markdown at deleted files
         if args.report:
             write_json(rep, args.report)
         if args.md:
             write_markdown(rep, args.md)
-        if args.html:
-            write_html(rep, args.html)
     except RewriteError as e:
         print(f"rewrite diff: error: {e}", file=sys.stderr)
         return e.exit_code

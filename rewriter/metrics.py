@@ -2,7 +2,8 @@
 
 Two kinds of comparison:
 
-* **Raw** (`compare_arrays`): max abs error, max error relative to the reference's range, relative L2,
+* **Raw** (`compare_arrays`): max abs error, max error relative to the reference's scale (max of range and peak),
+  relative L2,
   cosine similarity and PSNR over the reference's range. These gate exact passes.
 * **Depth** (`depth_metrics`): MiDaS outputs are relative inverse depth (disparity) defined up to scale and
   shift, so the output is first aligned to the reference by least-squares scale+shift *on disparity*
@@ -63,13 +64,22 @@ def span(a: np.ndarray) -> float:
     return float(x.max() - x.min()) or peak(x)
 
 
-def rel_max(ref: np.ndarray, out: np.ndarray) -> float:
-    """max |out - ref| / range of ref (the float-tolerance measure).
+def scale(a: np.ndarray) -> float:
+    """The magnitude errors are measured against: max(range, peak |value|).
 
-    The range is ``span(ref)``, else ``span(out)`` when the reference is all zero; both zero → 0.
+    The range for outputs centred on zero; the peak for outputs riding on an offset, where fp32 rounding
+    noise scales with the values, not with their spread.
+    """
+    return max(span(a), peak(a))
+
+
+def rel_max(ref: np.ndarray, out: np.ndarray) -> float:
+    """max |out - ref| / scale(ref) — the float-tolerance measure (``scale``: max of range and peak).
+
+    Falls back to ``scale(out)`` when the reference is all zero; both zero → 0.
     """
     d = max_abs(ref, out)
-    den = span(ref) or span(out)
+    den = scale(ref) or scale(out)
     return d / den if den > _TINY else 0.0
 
 

@@ -183,7 +183,8 @@ class ModelHandle:
         counts: dict[str, int] = {}
         if self.format == "onnx":
             for n in self.onnx.graph.node:
-                counts[n.op_type] = counts.get(n.op_type, 0) + 1
+                if n.op_type != "Constant":  # weights, as IR Constants are
+                    counts[n.op_type] = counts.get(n.op_type, 0) + 1
         else:
             for op in self.ov.get_ops():
                 t = op.get_type_name()

@@ -71,7 +71,7 @@ def quantizer_counts(model: ModelHandle) -> dict[str, int]:
         t = op.get_type_name()
         if t == "FakeQuantize":
             ops[t] = ops.get(t, 0) + 1
-            if op.input_value(0).get_node().get_type_name() in ("Constant", "Convert"):
+            if _ir_constant(op.input_value(0).get_node()):
                 wts += 1
             else:
                 act += 1
@@ -154,6 +154,22 @@ def _ir_input_quantized(value) -> bool:
             return False
         node = node.input_value(0).get_node()
     return False
+
+
+def _ir_constant(node, budget: int = 64) -> bool:
+    """Whether ``node`` computes from constants only (weights, possibly through a not-yet-folded reshape)."""
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if n.get_instance_id() in seen:
+            continue
+        seen.add(n.get_instance_id())
+        t = n.get_type_name()
+        if t == "Parameter" or len(seen) > budget:
+            return False
+        if t != "Constant":
+            stack.extend(n.input_value(i).get_node() for i in range(n.get_input_size()))
+    return True
 
 
 def _ir_weight_quantized(value) -> bool:

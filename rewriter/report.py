@@ -38,6 +38,7 @@ class Table:
     headers: list[str]
     rows: list[list[Any]]
     numeric: set[int] = field(default_factory=set)  # right-aligned columns
+    max_lines: int = 0  # terminal only: wrap a cell to at most this many lines (0: no limit)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
         fd = p.get("first_divergence")
         if not fid and not fd:
             continue
-        secs.append(_fidelity_section(fid, f"Verification: {p.get('name')}", fd))
+        secs.append(_fidelity_section(fid, f"Verification: {p.get('name')}", fd, verbose))
 
     secs += _latency_sections(r.get("latency") or {})
     m = r.get("measured")
@@ -207,7 +208,7 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
                 s.tables.append(Table(["node", "op", "decision", "details"], [
                     [x.get("node"), x.get("op"), x.get("decision"),
                      ", ".join(f"{k}={_num(v)}" for k, v in (x.get("details") or {}).items())]
-                    for x in p["sites"]]))
+                    for x in p["sites"]], max_lines=3))
                 secs.append(s)
     notes = list(r.get("notes") or [])
     for p in passes:
@@ -236,9 +237,23 @@ def _gate_summary(g: dict) -> str:
 
 
 def _pictures(fid: dict) -> list[tuple[str, str]]:
+    """Picture (caption, path) pairs from a verification dict: rewriter.pictures' {"before_png": path, ...},
+    a {caption: path} dict, or a list of paths / {"path", "caption"} dicts."""
     pics = fid.get("pictures") or []
     if isinstance(pics, dict):
-        return [(str(k), str(v)) for k, v in pics.items()]
+        image = pics.get("image")
+        out = []
+        for k, v in pics.items():
+            if isinstance(v, str) and Path(v).suffix.lower() in (".png", ".jpg", ".jpeg"):
+                what = k.removesuffix("_png").replace("_", " ")
+                rng = pics.get("range") if what in ("before", "after") else None
+                if what == "error" and pics.get("error_max") is not None:
+                    rng = [0, pics["error_max"]]
+                caption = f"{image + ': ' if image else ''}{'|error|' if what == 'error' else 'depth ' + what}"
+                if rng:
+                    caption += f" (colour scale {_num(rng[0])} … {_num(rng[1])} output units)"
+                out.append((caption, v))
+        return out
     out = []
     for i, p in enumerate(pics):
         if isinstance(p, dict):
@@ -249,7 +264,13 @@ def _pictures(fid: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _fidelity_section(g: dict, title: str, first_divergence: dict | None = None) -> Section:
+_GATE_KEYS = {"passed", "gate", "metrics", "message", "needed", "inputs", "pictures", "units", "skipped",
+              "budget", "notes", "images", "runtimes", "first_divergence", "before", "after", "ground_truth"}
+_METRIC_ORDER = ("delta1", "absrel", "rel_l2", "rel_max", "max_abs", "psnr", "cosine")
+
+
+def _fidelity_section(g: dict, title: str, first_divergence: dict | None = None,
+                      verbose: bool = False) -> Section:
     s = Section(title)
     if g.get("skipped"):
         s.lines.append(f"verification skipped ({g['skipped']})")
@@ -260,27 +281,45 @@ def _fidelity_section(g: dict, title: str, first_divergence: dict | None = None)
     if g.get("inputs"):
         s.lines.append(f"inputs: {g['inputs']}")
     units = g.get("units") or {}
-    metrics = _flat(g.get("metrics") or {})
-    needed = dict(_flat(g.get("needed") or {}))
-    if metrics:
-        rows = [[k, _num(v) if not isinstance(v, list) else ", ".join(_num(x) for x in v),
-                 units.get(k) or _metric_unit(k), _num(needed[k]) if k in needed else ""]
-                for k, v in metrics]
-        s.tables.append(Table(["metric", "value", "unit", "needed to pass"], rows, {1, 3}))
-    elif needed:
-        s.tables.append(Table(["needed to pass", "value", "unit"],
-                              [[k, _num(v), units.get(k) or _metric_unit(k)] for k, v in needed.items()], {1}))
-    # anything else the verification reported that is a plain scalar (runtime, seed, tolerance, ...)
-    extras = [(k, v) for k, v in g.items() if k not in
-              ("passed", "gate", "metrics", "message", "needed", "inputs", "pictures", "units", "skipped")
-              and isinstance(v, (str, int, float, bool))]
+    metrics = g.get("metrics") or {}
+    budget, needed = g.get("budget") or {}, g.get("needed") or {}
+    unit = lambda k: units.get(k) or _metric_unit(k)
+    if isinstance(metrics.get("mean"), dict) or isinstance(metrics.get("worst"), dict):
+        mean, worst = metrics.get("mean") or {}, metrics.get("worst") or {}
+        worst_img = metrics.get("worst_image") or {}
+        names = sorted(set(mean) | set(worst), key=lambda k: (_METRIC_ORDER.index(k)
+                                                              if k in _METRIC_ORDER else 99, k))
+        s.tables.append(Table(
+            ["metric", "mean", "worst", "worst image", "unit", "budget", "needed to pass"],
+            [[k, _num(mean.get(k)), _num(worst.get(k)), str(worst_img.get(k, "–")), unit(k),
+              _num(budget[k]) if k in budget else "", _num(needed[k]) if k in needed else ""] for k in names],
+            {1, 2, 5, 6}))
+        per_image = metrics.get("per_image") or []
+        if verbose and per_image:
+            cols = [k for k in names if any(k in row for row in per_image)][:6]
+            s.tables.append(Table(["image"] + [f"{k} ({unit(k)})" for k in cols],
+                                  [[str(row.get("image", i))] + [_num(row.get(k)) for k in cols]
+                                   for i, row in enumerate(per_image)], set(range(1, len(cols) + 1))))
+    else:
+        flat = [(k, v) for k, v in _flat(metrics) if not (isinstance(v, list) and v and isinstance(v[0], dict))]
+        if flat:
+            rows = [[k, _num(v) if not isinstance(v, list) else ", ".join(_num(x) for x in v), unit(k),
+                     _num(needed[k]) if k in needed else ""] for k, v in flat]
+            s.tables.append(Table(["metric", "value", "unit", "needed to pass"], rows, {1, 3}))
+        elif needed:
+            s.tables.append(Table(["needed to pass", "value", "unit"],
+                                  [[k, _num(v), unit(k)] for k, v in needed.items()], {1}))
+    # anything else the verification reported that is a plain scalar (runtime, seconds, tolerance, ...)
+    extras = [(k, v) for k, v in g.items() if k not in _GATE_KEYS and isinstance(v, (str, int, float, bool))]
     if extras:
         s.lines.append("; ".join(f"{k}: {_num(v)}" + (f" {_metric_unit(k)}" if _metric_unit(k) != "–" else "")
                                  for k, v in extras))
-    if first_divergence:
-        fd = first_divergence
+    fd = first_divergence or g.get("first_divergence")
+    if fd:
         s.lines.append(f"first divergence: node {fd.get('node')} ({fd.get('op', '?')}), pass "
-                       f"{fd.get('pass') or '–'}, error {_num(fd.get('error'))}")
+                       f"{fd.get('pass') or '–'}, error {_num(fd.get('error'))} (relative)"
+                       + (f", tensor {fd['tensor']}" if fd.get("tensor") else ""))
+    s.lines += [f"note: {n}" for n in g.get("notes") or []]
     s.pictures = _pictures(g)
     return s
 
@@ -301,10 +340,22 @@ def _latency_sections(lat: dict) -> list[Section]:
                      _speedup(v.get("before_ms"), v.get("after_ms")), fps, share])
     s.tables.append(Table(["target profile", "before", "after", "speedup", "frames/s", "share of frame (%)"],
                           rows, {1, 2, 3, 4, 5}))
+    units_rows = []
     for t, v in lat.items():
-        items = _layer_items((v or {}).get("top_changed") if isinstance(v, dict) else None)
+        if not isinstance(v, dict):
+            continue
+        ub, ua = v.get("by_unit_before") or {}, v.get("by_unit_after") or {}
+        for unit_name in sorted(set(ub) | set(ua)):
+            units_rows.append([_target(t), unit_name.upper(), _ms(ub.get(unit_name)), _ms(ua.get(unit_name))])
+        if v.get("per_pass_delta_ms"):
+            s.lines.append(f"{_target(t)}: change per pass " + ", ".join(
+                f"{k} {float(d):+.3f} ms" for k, d in v["per_pass_delta_ms"].items() if d is not None))
+    if units_rows:
+        s.tables.append(Table(["target profile", "engine", "before", "after"], units_rows, {2, 3}))
+    for t, v in lat.items():
+        unit, items = _layer_items(v.get("top_changed") if isinstance(v, dict) else None)
         if items:
-            s.bars.append(Bars(f"Per-layer predicted latency, target profile {_target(t)}", "ms", items))
+            s.bars.append(Bars(f"Per-layer predicted latency, target profile {_target(t)}", unit, items))
     return [s]
 
 
@@ -317,20 +368,22 @@ def _share(v: Any) -> str:
         return str(v)
 
 
-def _layer_items(top: Any) -> list[tuple[str, float | None, float | None]]:
-    """Cost-model per-layer changes → (label, before ms, after ms); tolerant of the item shape."""
+def _layer_items(top: Any) -> tuple[str, list[tuple[str, float | None, float | None]]]:
+    """Cost-model per-layer changes → (unit, [(label, before, after)]); tolerant of the item shape
+    (``before_ms``/``after_ms`` or ``before_us``/``after_us``, optional ``op``, ``pass``, ``status``)."""
+    items = [it for it in top or [] if isinstance(it, dict)]
+    unit = "µs" if any("before_us" in it or "after_us" in it for it in items) else "ms"
+    suffix = "_us" if unit == "µs" else "_ms"
     out = []
-    for it in top or []:
-        if not isinstance(it, dict):
-            continue
+    for it in items:
         name = it.get("node") or it.get("name") or it.get("layer") or "?"
-        op = it.get("op") or it.get("type")
-        label = f"{name} ({op})" if op else str(name)
-        before, after = it.get("before_ms"), it.get("after_ms")
-        if before is None and after is None and it.get("delta_ms") is not None:
-            before, after = 0.0, it["delta_ms"]
+        extra = ", ".join(str(x) for x in (it.get("op") or it.get("type"), it.get("status")) if x)
+        label = f"{name} ({extra})" if extra else str(name)
+        before, after = it.get("before" + suffix), it.get("after" + suffix)
+        if before is None and after is None and it.get("delta" + suffix) is not None:
+            before, after = 0.0, it["delta" + suffix]
         out.append((label, before, after))
-    return out
+    return unit, out
 
 
 def _op_count_section(counts: dict, verbose: bool) -> Section:
@@ -424,8 +477,7 @@ def _diff_sections(r: dict, verbose: bool) -> list[Section]:
             for k, v in by_pass.items()], {1}))
         secs.append(s)
     if r.get("fidelity"):
-        secs.append(_fidelity_section(r["fidelity"], "Output fidelity (before vs after)",
-                                      r["fidelity"].get("first_divergence")))
+        secs.append(_fidelity_section(r["fidelity"], "Output fidelity (before vs after)", None, verbose))
     secs += _latency_sections(r.get("latency") or {})
     if verbose and r.get("renamed"):
         s = Section("Renamed (matched by connectivity)")
@@ -478,6 +530,9 @@ def _text_table(t: Table, width: int = WIDTH) -> list[str]:
     lines = []
     for r_i, row in enumerate(cells):
         wrapped = [_wrap(row[i] if i < len(row) else "", widths[i]) for i in range(ncol)]
+        if t.max_lines and r_i:
+            wrapped = [w if len(w) <= t.max_lines else
+                       w[:t.max_lines - 1] + [w[t.max_lines - 1][:widths[i] - 1] + "…"] for i, w in enumerate(wrapped)]
         for k in range(max(len(w) for w in wrapped)):
             parts = []
             for i in range(ncol):
@@ -513,13 +568,13 @@ def _wrap(s: str, n: int) -> list[str]:
 def _text_bars(b: Bars, width: int = WIDTH) -> list[str]:
     vals = [v for _, x, y in b.items for v in (x, y) if v is not None]
     top = max(vals) if vals else 0.0
-    label_w = min(36, max((len(lbl) for lbl, _, _ in b.items), default=10))
-    bar_w = max(10, width - label_w - 32)
+    label_w = min(44, max((len(lbl) for lbl, _, _ in b.items), default=10))
+    bar_w = max(10, width - label_w - 28)
     out = [f"  {b.title} ({b.unit}); ░ before, █ after"]
     for label, x, y in b.items:
         for mark, v, tag in (("░", x, "before"), ("█", y, "after ")):
             n = 0 if not v or top <= 0 else max(1, round(v / top * bar_w))
-            name = _cut(label, label_w) if tag == "before" else ""
+            name = (label if len(label) <= label_w else "…" + label[-(label_w - 1):]) if tag == "before" else ""
             out.append(f"  {name:<{label_w}} {tag} {mark * n} {_num(v)} {b.unit}".rstrip())
     return out
 
@@ -530,7 +585,8 @@ def render_text(report: dict, verbose: bool = False) -> str:
     for s in sections(report, verbose):
         out.append(s.title)
         out.append("=" * min(len(s.title), WIDTH))
-        out += [f"  {line}" for line in s.lines]
+        for line in s.lines:
+            out += ["  " + part for part in _wrap(line, WIDTH - 2)]
         for t in s.tables:
             out += _text_table(t)
         for b in s.bars:
@@ -586,8 +642,10 @@ figcaption{font-size:12px;color:#555}.missing{color:#a33}
 """
 
 
-def _img_tag(cap: str, path: str) -> str:
+def _img_tag(cap: str, path: str, base: Path | None = None) -> str:
     p = Path(path)
+    if not p.is_absolute() and not p.exists() and base is not None:  # relative to the report's folder
+        p = base / p
     try:
         data = p.read_bytes()
     except OSError:
@@ -615,7 +673,8 @@ def _svg_bars(b: Bars) -> str:
              _legend(label_w, "#b8c2cc", "before"), _legend(label_w + 70, "#2f6fb3", "after")]
     for i, (label, x, y) in enumerate(b.items):
         y0 = 40 + i * row_h
-        parts.append(f'<text x="0" y="{y0 + 16}">{html.escape(_cut(label, 46))}</text>')
+        short = label if len(label) <= 46 else "…" + label[-45:]  # the tail names the layer
+        parts.append(f'<text x="0" y="{y0 + 16}"><title>{html.escape(label)}</title>{html.escape(short)}</text>')
         for j, (v, color) in enumerate(((x, "#b8c2cc"), (y, "#2f6fb3"))):
             w = 0 if not v else max(1.0, v / top * bar_w)
             yy = y0 + 3 + j * 12
@@ -625,8 +684,9 @@ def _svg_bars(b: Bars) -> str:
     return "".join(parts)
 
 
-def render_html(report: dict, verbose: bool = True) -> str:
-    """A self-contained HTML page: tables, embedded PNG pictures, inline SVG charts."""
+def render_html(report: dict, verbose: bool = True, base: Path | None = None) -> str:
+    """A self-contained HTML page: tables, embedded PNG pictures, inline SVG charts. Relative picture paths
+    are read from the current folder, else from ``base``."""
     secs = sections(report, verbose)
     title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -645,7 +705,7 @@ def render_html(report: dict, verbose: bool = True) -> str:
         for b in s.bars:
             out.append(_svg_bars(b))
         if s.pictures:
-            out.append("<div>" + "".join(_img_tag(c, p) for c, p in s.pictures) + "</div>")
+            out.append("<div>" + "".join(_img_tag(c, p, base) for c, p in s.pictures) + "</div>")
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
@@ -680,4 +740,4 @@ def write_markdown(report: dict, path: str | os.PathLike) -> Path:
 
 def write_html(report: dict, path: str | os.PathLike) -> Path:
     """Write the report as a self-contained HTML page (atomically)."""
-    return _atomic_write(path, render_html(report))
+    return _atomic_write(path, render_html(report, base=Path(path).resolve().parent))

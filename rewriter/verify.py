@@ -7,9 +7,10 @@ models whose input is not an image get seeded random inputs only.
 Gates (``check_pass``):
 
 * **tolerance** (exact passes, and ``rewrite verify`` by default): the worst max-abs error over every input
-  and output, divided by the reference output's range (max - min), must be ≤ ``tol``. ``DEFAULT_TOL`` =
+  and output, divided by the reference output's scale (the larger of its range and its peak |value|), must
+  be ≤ ``tol``. ``DEFAULT_TOL`` =
   1e-4: fp32 reassociation (a conv split into dw+pw, a Resize turned into a ConvTranspose) moves a MiDaS
-  output by ~1e-6..1e-5 of its range; a real mistake moves it by 1e-2 or more.
+  output by ~1e-6..1e-5 of its scale; a real mistake moves it by 1e-2 or more.
 * **budget** (approximate passes, ``--budget``): limits on metrics averaged over the inputs (a key prefixed
   ``worst_`` limits the worst input instead). Defaults depend on what the inputs are:
   - image models: ``DEFAULT_BUDGET`` = delta1 ≥ 0.98, AbsRel ≤ 0.03 — MiDaS depth metrics after
@@ -276,7 +277,7 @@ def compare(before: Any, after: Any, inputs: InputSet | list[dict[str, np.ndarra
 
     Returns ``{"runtime", "mean": {metric: v}, "worst": {metric: v}, "worst_image": {metric: input name},
     "outputs": {output: {... same, "per_image": [{"image", "kind", metrics...}]}}, "images": [...]}``.
-    Metrics: max_abs, rel_max (max_abs / reference range), rel_l2, cosine, psnr, absrel, delta1 (see
+    Metrics: max_abs, rel_max (max_abs / reference scale), rel_l2, cosine, psnr, absrel, delta1 (see
     ``rewriter.metrics``); depth metrics are aggregated over image inputs.
     """
     before, after = _as_handle(before), _as_handle(after)
@@ -300,13 +301,13 @@ def _round_out(v: float, up: bool) -> float:
 
 
 def tolerance_gate(results: dict[str, dict], tol: float) -> dict:
-    """Pass when the worst rel_max (max abs error / reference range) over runtimes is ≤ ``tol``."""
+    """Pass when the worst rel_max (max abs error / reference scale) over runtimes is ≤ ``tol``."""
     rt, res = max(results.items(), key=lambda kv: kv[1]["worst"]["rel_max"])
     worst = res["worst"]["rel_max"]
     where = res["worst_image"]["rel_max"]
     passed = worst <= tol
     verb = "match" if passed else "differ"
-    msg = (f"outputs {verb}: max error {_fmt(worst)} of the output range on '{where}' "
+    msg = (f"outputs {verb}: max error {_fmt(worst)} of the output scale on '{where}' "
            f"(tolerance {_fmt(tol)}, {RUNTIME_NAMES[rt]})")
     if not passed:
         msg += f"; would pass with --tol {_fmt(_round_out(worst, True))}"
@@ -636,7 +637,7 @@ def locate(before: Any, after: Any, inputs: InputSet | list[dict] | None = None,
     first ``LOCATE_FEEDS`` inputs. Tensors are exposed in chunks of at most ``LOCATE_CHUNK_TENSORS`` tensors
     and ``LOCATE_CHUNK_ELEMENTS`` values, never all at once: a first chunk samples the whole graph, later
     ones close in on the earliest divergence, skipping ancestors of tensors found clean. The error is
-    max |a - b| / range(before's tensor). Returns ``{"node", "op", "pass", "error", "max_abs", "tensor",
+    max |a - b| / scale(before's tensor). Returns ``{"node", "op", "pass", "error", "max_abs", "tensor",
     "checked"}`` (+ ``"tagged_node"`` when the divergent node is untagged and the nearest rewritten node
     upstream supplied the pass), or ``None`` when nothing diverges.
     """
@@ -872,8 +873,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", help="fidelity budget instead of float tolerance, e.g. "
                                          f"delta1=0.98,absrel=0.03 (keys: {', '.join(BUDGET_METRICS)}, "
                                          "prefix worst_ for the worst image)")
-    parser.add_argument("--tol", type=float, help=f"max error relative to the output range (default "
-                                                  f"{DEFAULT_TOL:g})")
+    parser.add_argument("--tol", type=float, help="max error relative to the output scale, max(range, peak) "
+                                                  f"(default {DEFAULT_TOL:g})")
     parser.add_argument("--gt", action="append", metavar="IMAGE:DISPARITY",
                         help="ground truth pair for absolute accuracy (repeatable); 'motorcycle' uses the "
                              "Middlebury pair shipped with scikit-image")
@@ -893,7 +894,7 @@ def render_verify(rep: dict, quiet: bool = False) -> str:
     lines.insert(0, f"verify {rep['before']} vs {rep['after']}: {rep['inputs']}, {where}")
     m, w = rep["metrics"]["mean"], rep["metrics"]["worst"]
     row = (f"  mean: rel L2 {_fmt(m['rel_l2'])}, cosine {m['cosine']:.6f}, PSNR {m['psnr']:.1f} dB, "
-           f"max error {_fmt(m['rel_max'])} of range")
+           f"max error {_fmt(m['rel_max'])} of scale")
     if "delta1" in m and any(not n.startswith("random") for n in rep.get("images", [])):
         row += f", AbsRel {_fmt(m['absrel'])}, delta1 {m['delta1']:.4f}"
     lines.append(row)
@@ -903,7 +904,7 @@ def render_verify(rep: dict, quiet: bool = False) -> str:
     if fd:
         by = f", made by pass {fd['pass']}" if fd.get("pass") else ""
         lines.append(f"  first divergence: {fd['node']} ({fd['op']}{by}), error {_fmt(fd['error'])} "
-                     f"of range at tensor {fd['tensor']}")
+                     f"of scale at tensor {fd['tensor']}")
     gt = rep.get("ground_truth")
     if gt:
         lines.append(f"  ground truth: before AbsRel {_fmt(gt['before']['absrel'])} delta1 "

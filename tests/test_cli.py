@@ -47,7 +47,7 @@ def _bad_cases(tmp_path, tiny_onnx, tiny_ir):
         "ir_without_bin": ([str(nobin)], "nobin.bin is missing"),
         "ir_short_bin": ([str(short)], "weights file is short"),
         "unknown_pass": (["--passes", "nosuch", str(tiny_onnx)], "unknown pass 'nosuch'"),
-        "bad_option": (["--opt", "dwpw.rank=two", str(tiny_onnx)], "dwpw.rank='two'"),
+        "bad_option": (["--passes", "dwpw", "--opt", "dwpw.rank=two", str(tiny_onnx)], "dwpw.rank='two'"),
         "option_syntax": (["--opt", "rank", str(tiny_onnx)], "PASS.OPTION=VALUE"),
         "output_is_input": ([str(tiny_onnx), "-o", str(tiny_onnx)], "equals the input"),
         "unwritable_dir": ([str(tiny_onnx), "-o", str(ro / "x.onnx")], "not writable"),
@@ -115,7 +115,8 @@ def test_explain_names_sites_and_writes_nothing(tmp_path, tiny_onnx):
 def test_on_fail_stop_exit_1_writes_no_model(tmp_path, tiny_onnx):
     out = tmp_path / "o.onnx"
     rep = tmp_path / "r.json"
-    r = run_cli("--passes", "dwpw", "--opt", "dwpw.rank=1", "--opt", "dwpw.refit=false", "--on-fail", "stop",
+    r = run_cli("--passes", "dwpw", "--opt", "dwpw.rank=1", "--opt", "dwpw.refit=false", "--opt", "dwpw.min_gain=none",
+                "--on-fail", "stop",
                 "--budget", "delta1=0.9999,absrel=0.0001", str(tiny_onnx), "-o", str(out), "--report", str(rep))
     assert r.returncode == 1, r.stderr
     assert not out.exists()

@@ -187,6 +187,13 @@ def test_dwpw_cheaper_than_full_conv_on_npus_and_by_less_on_mtl():
     assert gains["mtl"] < 3.0  # "about 2x" on VPU 2.7
 
 
+def test_conv_cost_positional_and_keyword_calls_agree():
+    # passes/dwpw.py calls the helpers positionally
+    assert conv_cost_us("mtl", 64, 64, 3, 72, 128) == conv_cost_us("mtl", cin=64, cout=64, k=3, h=72, w=128)
+    assert dwpw_pair_cost_us("kmb", 64, 64, 3, 72, 128, 2, "split") > dwpw_pair_cost_us("kmb", 64, 64, 3, 72, 128,
+                                                                                      1, "split")
+
+
 def test_int8_faster_than_fp16_more_on_kmb():
     r = {}
     for t in TARGETS:
@@ -269,7 +276,6 @@ def test_model_cost_outputs_and_table():
 
 def test_compare_attributes_removed_layers_to_the_pass_that_added_replacements():
     before = _conv_stack(36, 64, n=2)
-    g = before.onnx.graph
     wdw, wpw = _w(64, 1, 3, 3), _w(64, 64, 1, 1)
     new = [helper.make_node("Conv", ["x", wdw.name], ["d"], name="conv0_dw", pads=[1, 1, 1, 1], group=64),
            helper.make_node("Conv", ["d", wpw.name], ["t0"], name="conv0_pw")]
@@ -320,6 +326,13 @@ def test_perf_counters_map_back_to_graph_nodes():
     assert "conv" in by_node and "relu" in by_node["conv"]["fused"] and by_node["conv"]["op"] == "conv"
     assert by_node["up"]["op"] == "resize"  # named after the output tensor in OpenVINO, mapped back here
     assert all(r["us"] >= 0 for r in rows)
+
+
+def test_perf_counters_on_ir(tiny_ir):
+    rows = perf_counters(ModelHandle.load(tiny_ir), runs=1)
+    names = {op.get_friendly_name() for op in ModelHandle.load(tiny_ir).ov.get_ops()}
+    convs = [r for r in rows if r["op"] == "conv"]
+    assert len(convs) == 2 and all(r["node"] in names for r in convs)
 
 
 def test_calibrate_cpu_caches_profile_used_by_predict():

@@ -140,11 +140,12 @@ def test_registered_passes_are_idempotent_and_deterministic(tiny_onnx, tiny_ir, 
     if prep is not None:
         prep.apply(first, ctx)
     again = first.clone()
-    r1 = registry[name]().apply(first, ctx)
-    r1b = registry[name]().apply(again, ctx)
+    opts = {"min_gain": "none"} if name == "dwpw" else {}  # tiny convs are not cheaper as pairs on cpu
+    r1 = registry[name](**opts).apply(first, ctx)
+    r1b = registry[name](**opts).apply(again, ctx)
     assert r1.sites_changed >= 1
     assert r1.sites_changed == r1b.sites_changed  # deterministic
-    r2 = registry[name]().apply(first, ctx)
+    r2 = registry[name](**opts).apply(first, ctx)
     assert r2.sites_changed == 0, f"{name} changed {r2.sites_changed} site(s) on its own output"
     x = {src.inputs()[0][0]: np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)}
     np.testing.assert_array_equal(run(first, [x])[0][src.outputs()[0]], run(again, [x])[0][src.outputs()[0]])

@@ -386,3 +386,54 @@ def test_ground_truth_file_pair(tmp_path: Path):
     assert gt["before"] == gt["after"] and gt["pairs"][0]["image"] == "left.png"
     with pytest.raises(RewriteError, match="IMAGE:DISPARITY"):
         V.verify_models(h, h.clone(), gt=["left.png"])
+
+
+# ---- real MiDaS exports (fixtures built on demand and cached) ------------------------------------------
+def _fixture(name: str) -> ModelHandle:
+    pytest.importorskip("torch")
+    from fixtures import fixture_path
+
+    return ModelHandle.load(fixture_path(name))
+
+
+def _corrupt_middle_conv(h: ModelHandle) -> tuple[ModelHandle, str]:
+    """Copy with one mid-network conv's weights perturbed by 5% of their RMS, tagged 'corrupt'."""
+    c = h.clone()
+    if c.format == "onnx":
+        convs = [n for n in c.onnx.graph.node if n.op_type == "Conv"]
+        target = convs[len(convs) // 2]
+        name = target.name
+        init = next(t for t in c.onnx.graph.initializer if t.name == target.input[1])
+        w = numpy_helper.to_array(init).copy()
+        w += np.random.default_rng(1).standard_normal(w.shape).astype(np.float32) * 0.05 * np.sqrt(np.mean(w**2))
+        init.CopyFrom(numpy_helper.from_array(w, init.name))
+    else:
+        convs = [op.get_friendly_name() for op in c.ov.get_ordered_ops() if op.get_type_name() == "Convolution"]
+        name = convs[len(convs) // 2]
+        c = ir_corrupt(c, name)
+    c.tag([name], "corrupt")
+    return c, name
+
+
+@pytest.mark.parametrize("fixture", ["small_ts17_256x256", "small_ir_256x256"])
+def test_midas_corrupted_conv_caught_and_located(fixture):
+    before = _fixture(fixture)
+    after, target = _corrupt_middle_conv(before)
+    g = V.check_pass(before, after, exact=True, count=2)
+    assert not g["passed"] and g["needed"]["tol"] > 100 * V.DEFAULT_TOL  # measured: 2.7e-2 .. 5.5e-2
+    inputs = V.verification_inputs(before, None, exact=False, count=1)
+    fd = V.locate(before, after, inputs=inputs, tags=after.tags())
+    assert fd["node"] == target and fd["pass"] == "corrupt"
+    assert fd["checked"]["tensors"] < fd["checked"]["of"]  # never every tensor
+
+
+def test_midas_exact_rewrite_and_cross_format_pass_default_tolerance():
+    onnx_h = _fixture("small_ts17_256x256")
+    conv = next(n for n in onnx_h.onnx.graph.node if n.op_type == "Conv" and len(n.input) == 3
+                and "refinenet" in n.name)
+    split = ModelHandle.load(split_conv_exactly(onnx_h.onnx, conv.name))
+    g = V.check_pass(onnx_h, split, exact=True, count=2)
+    assert g["passed"], g["message"]
+    # the same network exported to IR by OpenVINO: one model, two formats
+    rep = V.verify_models(onnx_h, _fixture("small_ir_256x256"), count=2)
+    assert rep["passed"] and rep["exit_code"] == 0, rep["message"]

@@ -8,6 +8,7 @@ stores the profile as JSON with the machine's description in the cache dir ($REW
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,11 @@ def cache_dir() -> Path:
 
 def machine_description() -> dict[str, Any]:
     """CPU model, ISA flags that matter to OpenVINO CPU kernels, core count, OpenVINO version."""
+    return dict(_machine_description())
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_description() -> dict[str, Any]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -152,7 +158,7 @@ def calibrate_cpu(models: list[ModelHandle | Any] | None = None, runs: int = 5, 
 
     models = list(models or []) + (probe_models() if probes else [])
 
-    base = load_cpu_profile() if load_cpu_profile().source != "default" else DEFAULT_CPU
+    base = load_cpu_profile()  # refine an earlier calibration of this machine, else start from the default
     samples: dict[str, list[tuple[float, float]]] = {}
     int8_pairs: list[tuple[float, float]] = []
     for m in models:

@@ -150,9 +150,10 @@ def npu_layer_cost(info: LayerInfo, p: NPUProfile) -> LayerCost:
 
     bpe = 1 if prec == "int8" else 2
     in_b, out_b, w_b = info.in_elems * bpe, info.out_elems * bpe, info.weight_elems * bpe
-    fits = (in_b + out_b) / p.tiles + w_b <= p.cmx_bytes_per_tile
-    # a concat is written in place by its producers: a spilled one costs one DDR write, not a copy
-    ddr_bytes = w_b + (0 if fits else (out_b if kind == "concat" else in_b + out_b))
+    # a concat is written in place by its producers: its inputs are slices of its output
+    live = out_b if kind == "concat" else in_b + out_b
+    fits = live / p.tiles + w_b <= p.cmx_bytes_per_tile  # activations split over tiles, weights duplicated
+    ddr_bytes = w_b + (0 if fits else live)
     dma_us = ddr_bytes / (p.ddr_gbps * 1e3) + (p.dma_latency_us if ddr_bytes else 0.0)
     note = "" if fits else "DDR-resident (> CMX)"
 
@@ -170,7 +171,7 @@ def npu_layer_cost(info: LayerInfo, p: NPUProfile) -> LayerCost:
         us = (p.shave_intercept_us + p.shave_us_per_byte * out_b / p.shaves) * p.shave_scale
         return LayerCost(unit="shave", us=max(us, dma_us), note=note, **base)
     if kind in ("concat", "pad"):
-        # a concat is written in place by its producers; a pad is a DMA copy (or folds into the conv)
+        # a pad that does not fold into a conv is a DMA copy; a concat copies nothing
         copy_b = 0 if kind == "concat" else out_b
         cmx_us = copy_b / (p.cmx_bytes_per_cycle * p.dpu_clock_mhz)
         us = max(cmx_us, dma_us if not fits else 0.0) + (p.dma_latency_us if copy_b or not fits else 0.0)
@@ -260,6 +261,8 @@ def compare(before: ModelHandle | Any, after: ModelHandle | Any, target: str, *,
             input_shape: dict[str, list[int]] | list[int] | None = None) -> dict[str, Any]:
     """Before/after predicted latency on ``target`` with per-layer changes attributed to passes.
 
+    ``before``/``after`` are models (or ModelCost results of ``predict`` on ``target``, to reuse them).
+
     Layers are matched by node name. A changed or added layer is attributed to the pass tag of the
     after-layer; a removed layer to the pass of an added layer whose name contains its name, else to the
     only pass that added layers, else "unknown".
@@ -317,9 +320,13 @@ def _change(node: str, op: str, pass_name: str | None, b_us: float, a_us: float,
 
 
 # ---- what-if helpers for passes --------------------------------------------------------------------------
-def conv_cost_us(target: str, *, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1,
+def conv_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1,
                  stride: int = 1, precision: str = "fp16", transposed: bool = False) -> float:
-    """Predicted µs of one conv (input 1 x cin x h x w, 'same' padding) on ``target``."""
+    """Predicted µs of one conv (input 1 x cin x h x w, 'same' padding) on ``target``.
+
+    Positional or keyword arguments. With stride 1, ``h, w`` are also the output size; for a strided conv,
+    passing the output size with stride=1 gives the same MACs (only the input bytes differ).
+    """
     info = synthetic_conv(cin=cin, cout=cout, k=k, h=h, w=w, groups=groups, stride=stride,
                           precision=precision, transposed=transposed)
     return layer_cost(info, target).us
