@@ -54,16 +54,17 @@ PASS_SETS: dict[str, PassSet] = {p.key: p for p in [
 # midasnet runs ~2 s per inference on 2 cores: few images, few runs, and the pass sets that matter.
 MIDASNET_SETS = ("asym", "asym+deconv", "dwpw-r1", "dwpw-r1-norefit", "int8", "asym+dwpw+int8")
 
+# Order = run order: the headline rows first (trained proxy, then midasnet), so a cut-short run still has them.
 MODELS: dict[str, ModelSpec] = {m.key: m for m in [
-    ModelSpec("small256", "small_ts17_256x256", "seeded", "256x256", eval_images=4, verify_images=3, runs=15),
-    ModelSpec("small288", "small_ts17_288x512", "seeded", "288x512", eval_images=4, verify_images=3, runs=15),
     ModelSpec("small288-trained", "small_trained_ts17_288x512", "trained", "288x512", eval_images=4,
               verify_images=3, runs=15, note="trained proxy: the fidelity numbers to believe"),
-    ModelSpec("small384x672", "small_ts17_384x672", "seeded", "384x672", eval_images=4, verify_images=3,
-              runs=10),
     ModelSpec("midasnet384", "midasnet_ts11_384x384", "seeded", "384x384", eval_images=1, verify_images=2,
               runs=4, warmup=1, pass_sets=MIDASNET_SETS, timeout_s=2400,
               note="~2 s per inference here: 1 held-out photo + the GT image, 4 A/B runs, 6 pass sets"),
+    ModelSpec("small256", "small_ts17_256x256", "seeded", "256x256", eval_images=4, verify_images=3, runs=15),
+    ModelSpec("small288", "small_ts17_288x512", "seeded", "288x512", eval_images=4, verify_images=3, runs=15),
+    ModelSpec("small384x672", "small_ts17_384x672", "seeded", "384x672", eval_images=4, verify_images=3,
+              runs=10),
 ]}
 
 QUICK_MODELS = ("small256", "small288-trained")

@@ -102,28 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         cell["bench_s"] = round(time.perf_counter() - t0, 1)
         results["cells"].append(cell)
         print(f"[{i}/{len(plan)}] {m.key} × {s.key}: {_one_line(cell)}", flush=True)
+        if i == len(plan) or plan[i][0].key != m.key:  # the model's last cell: draw its scatter
+            _plot(results, m.key, out_dir / f"{stem}-{m.key}.png", md_path)
         results["bench"]["wall_s"] = round(time.perf_counter() - t_start, 1)
-        _write(results, json_path)
+        _write(results, json_path, md_path)
     _release(ctx)
-
-    from .plot import scatter
-
-    for mk, info in results["models"].items():
-        mc = [c for c in results["cells"] if c["model"] == mk]
-        try:
-            png = scatter(mk, mc, out_dir / f"{stem}-{mk}.png",
-                          f"{mk} ({info.get('fixture')}): fidelity vs latency — right and down is better")
-            if png is not None:
-                info["plot"] = _rel(png, md_path.parent)
-        except Exception as e:  # a plotting problem must not lose the measured results
-            info["plot_error"] = f"{type(e).__name__}: {e}"
     results["bench"]["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     results["bench"]["wall_s"] = round(time.perf_counter() - t_start, 1)
-    _write(results, json_path)
-    from .tables import render_markdown
-
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(render_markdown(results))
+    _write(results, json_path, md_path)
     if not args.keep_models:
         shutil.rmtree(work / "models", ignore_errors=True)
     print(f"bench: done in {results['bench']['wall_s']:.0f} s; wrote {json_path} and {md_path}", flush=True)
@@ -265,10 +251,28 @@ def _one_line(cell: dict) -> str:
             f"cell {cell.get('bench_s', '?')} s" + (f"; {cell['error']}" if cell.get("error") else ""))
 
 
-def _write(results: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    tmp.replace(path)  # atomic: a reader never sees half a file
+def _plot(results: dict, key: str, png: Path, md_path: Path) -> None:
+    from .plot import scatter
+
+    info = results["models"][key]
+    try:
+        out = scatter(key, [c for c in results["cells"] if c["model"] == key], png,
+                      f"{key} ({info.get('fixture')}): fidelity vs latency — right and down is better")
+        if out is not None:
+            info["plot"] = _rel(out, md_path.parent)
+    except Exception as e:  # a plotting problem must not lose the measured results
+        info["plot_error"] = f"{type(e).__name__}: {e}"
+
+
+def _write(results: dict, json_path: Path, md_path: Path) -> None:
+    """JSON and Markdown after every cell (atomic renames: a reader never sees half a file)."""
+    from .tables import render_markdown
+
+    for path, text in ((json_path, json.dumps(results, indent=1, default=str)), (md_path, render_markdown(results))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def _rel(p: Path, base: Path = REPO) -> str:

@@ -138,6 +138,8 @@ def render_markdown(results: dict) -> str:
            f"({kind}; wall {fmt(b.get('wall_s'), 4)} s, seed "
            f"{b.get('seed')}, commit {m.get('git_commit')}). Raw data: `{b.get('json')}`. "
            "Column meanings: bench/README.md.", "",
+           *([] if b.get("finished") else [f"**Run in progress or interrupted: {len(results.get('cells', []))} "
+                                           "cells so far.**", ""]),
            f"**Machine:** {describe(m)}. Load average at start {m.get('load_average')}; the machine is shared, "
            "so measured CPU figures are interleaved A/B *ratios* (before/after, medians of pairs); absolute "
            "ms are not comparable across cells.", "",

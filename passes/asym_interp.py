@@ -62,6 +62,8 @@ class AsymInterp(Pass):
         "compensate": Option(False, bool, "refit the conv(s) consuming each changed site on calibration "
                              "images so their outputs match the model before the pass"),
         "calib_count": Option(8, int, "calibration images used by compensate"),
+        "ridge": Option(1e-4, float, "compensate: ridge strength (relative to the mean diagonal of AᵀA) "
+                        "pulling the refit weights towards the original ones"),
     }
 
     def check_options(self) -> None:
@@ -150,7 +152,7 @@ class AsymInterp(Pass):
                          f"to {max((d.details.get('grid_shift_px') or 0) for d in result_sites):.2f} input "
                          "pixels per stage (approximate change)")
         if self.opts["compensate"] and changed:
-            comp = _compensate(before, model, changed, ctx, self.opts["calib_count"], self.name)
+            comp = _compensate(before, model, changed, ctx, self.opts["calib_count"], self.opts["ridge"], self.name)
             new_nodes += comp.pop("refit_nodes")
             notes += comp.pop("notes")
             extra["compensation"] = comp
@@ -312,7 +314,7 @@ def _write_ir(conv: _Conv, w: np.ndarray, b: np.ndarray | None) -> None:
 
 
 def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite], ctx: PassContext,
-                count: int, pass_name: str) -> dict[str, Any]:
+                count: int, lam: float, pass_name: str) -> dict[str, Any]:
     """Refit the convs consuming each changed site, site by site in graph order (see module docstring)."""
     from rewriter.runtime import Runner
 
@@ -347,7 +349,7 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
             fit, held = _split(len(y))
             w_shape = conv.weight.shape
             use_bias = conv.bias is not None or conv.can_add_bias
-            w, b = fit_conv_patches(patches[fit], y[fit], w_shape, conv.groups, w0=conv.weight, bias=use_bias)
+            w, b = fit_conv_patches(patches[fit], y[fit], w_shape, conv.groups, lam, conv.weight, use_bias)
             err_before = rel_l2(conv_on_patches(patches[held], conv.weight, conv.bias, conv.groups), y[held])
             err_after = rel_l2(conv_on_patches(patches[held], w, b, conv.groups), y[held])
             rec = {"conv": conv.name, "rel_l2_without": round(err_before, 6), "rel_l2_with": round(err_after, 6)}

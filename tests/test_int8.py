@@ -309,3 +309,14 @@ def test_progress_goes_to_stderr_and_quiet_silences_it(capfd):
     int8().apply(handle("ir"), PassContext(verbosity=-1))
     out, err = capfd.readouterr()
     assert "Statistics collection" not in err + out
+
+
+def test_opset11_onnx_is_upgraded_for_per_channel_weights():
+    m = make_net()
+    m.opset_import[0].version = 11
+    h = ModelHandle.load(m)
+    res = int8().apply(h, PassContext())
+    assert h.onnx.opset_import[0].version == 13 and any("converted to 13" in n for n in res.notes)
+    scale = next(i for i in h.onnx.graph.initializer if i.name == "scale_w0_1")
+    assert list(scale.dims) == [8]  # one scale per output channel
+    run(h, feeds(), "ort")

@@ -88,9 +88,12 @@ class LayerInfo:
 
     @property
     def cost_kind(self) -> str:
-        """Kind used for per-kind throughput: a depthwise conv with channel multiplier > 1 is its own kind."""
+        """Kind used for per-kind CPU throughput: depthwise with channel multiplier > 1 and pointwise (1x1)
+        convs run different kernels from their op kind's (slow grouped path; memory-bound 1x1)."""
         if self.op == "dwconv" and self.multiplier > 1:
             return "dwconv_mult"
+        if self.op == "conv" and self.kernel == (1, 1) and self.op_type not in ("Gemm", "MatMul"):
+            return "pwconv"
         return self.op
 
     def to_json(self) -> dict[str, Any]:
