@@ -41,8 +41,9 @@ from rewriter.passbase import WILL_CHANGE, Option, Pass, PassContext, PassResult
 from rewriter.refit import ConvGeometry, conv_on_patches, fit_conv_patches, im2col, rel_l2, sample_positions
 
 TARGET_MODES = ("asymmetric", "half_pixel")
-FIT_POSITIONS = 6000  # sampled output positions per conv used for the fit ...
-HELD_OUT_POSITIONS = 2000  # ... and, disjoint, for the reported error
+POSITIONS = 8000  # sampled output positions per conv, spread evenly over the calibration images
+RIDGE_GRID = (1e-2, 1e-1, 1.0, 10.0)  # ridge strengths tried when the option leaves it to validation
+MAX_FOLDS = 4  # images are split into at most this many folds for leave-images-out validation
 
 
 @register
@@ -62,8 +63,9 @@ class AsymInterp(Pass):
         "compensate": Option(False, bool, "refit the conv(s) consuming each changed site on calibration "
                              "images so their outputs match the model before the pass"),
         "calib_count": Option(8, int, "calibration images used by compensate"),
-        "ridge": Option(1e-4, float, "compensate: ridge strength (relative to the mean diagonal of AᵀA) "
-                        "pulling the refit weights towards the original ones"),
+        "ridge": Option(None, float, "compensate: ridge strength (relative to the mean diagonal of AᵀA) "
+                        "pulling the refit weights towards the original ones; none = chosen per conv by "
+                        "leave-images-out validation"),
     }
 
     def check_options(self) -> None:
@@ -344,23 +346,19 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
         patches_of = _sampled_patches(runner, feeds, convs, {c.name: targets[c.name][1] for c in convs})
         entry = {"site": site.name, "refit": []}
         for conv in convs:
-            patches = patches_of[conv.name]
-            y = targets[conv.name][0]
-            fit, held = _split(len(y))
-            w_shape = conv.weight.shape
-            use_bias = conv.bias is not None or conv.can_add_bias
-            w, b = fit_conv_patches(patches[fit], y[fit], w_shape, conv.groups, lam, conv.weight, use_bias)
-            err_before = rel_l2(conv_on_patches(patches[held], conv.weight, conv.bias, conv.groups), y[held])
-            err_after = rel_l2(conv_on_patches(patches[held], w, b, conv.groups), y[held])
-            rec = {"conv": conv.name, "rel_l2_without": round(err_before, 6), "rel_l2_with": round(err_after, 6)}
-            if err_after < err_before:
+            y, positions = targets[conv.name]
+            image = np.repeat(np.arange(len(positions)), [len(p) for p in positions])
+            fit = _validated_fit(patches_of[conv.name], y, image, conv, lam)
+            rec = {"conv": conv.name, "rel_l2_without": round(fit["without"], 6),
+                   "rel_l2_with": round(fit["with"], 6), "ridge": fit["ridge"], "validation": fit["validation"]}
+            if fit["w"] is not None:
                 if after.format == "onnx":
-                    _write_onnx(after.onnx, conv, w, b)
+                    _write_onnx(after.onnx, conv, fit["w"], fit["b"])
                 else:
-                    _write_ir(conv, w, b)
+                    _write_ir(conv, fit["w"], fit["b"])
                 refit_nodes.append(conv.name)
             else:
-                rec["kept_original"] = "refit did not lower the held-out error"
+                rec["kept_original"] = "refit did not lower the error on held-out data"
             entry["refit"].append(rec)
         per_site.append(entry)
         if after.format == "ir":
@@ -387,7 +385,7 @@ def _sampled_outputs(runner, feeds: list[dict], convs: list[_Conv]) -> dict[str,
     """{conv: (P x Cout targets, per-feed positions)} at seeded positions, so memory stays bounded."""
     ys: dict[str, list] = {c.name: [] for c in convs}
     pos: dict[str, list] = {c.name: [] for c in convs}
-    per_feed = -(-(FIT_POSITIONS + HELD_OUT_POSITIONS) // max(len(feeds), 1))
+    per_feed = -(-POSITIONS // max(len(feeds), 1))
     for i, feed in enumerate(feeds):
         out = runner.run(feed)
         for j, c in enumerate(convs):
@@ -411,11 +409,38 @@ def _sampled_patches(runner, feeds: list[dict], convs: list[_Conv],
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _split(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint fit / held-out row indices (seeded)."""
-    perm = np.random.default_rng(0).permutation(n)
-    cut = max(1, round(n * FIT_POSITIONS / (FIT_POSITIONS + HELD_OUT_POSITIONS)))
-    return np.sort(perm[:cut]), np.sort(perm[cut:] if n > 1 else perm)
+def _validated_fit(patches: np.ndarray, y: np.ndarray, image: np.ndarray, conv: _Conv,
+                   ridge: float | None) -> dict[str, Any]:
+    """Refit ``conv`` and estimate its error on data it was not fit on.
+
+    Rows are grouped by calibration image; each fold of images is predicted by a fit on the others
+    (positions of one image when there is a single image). A refit on a few images can learn channel
+    correlations that do not hold on other scenes, so the weights are kept only when the held-out error
+    drops; ``ridge=None`` also picks the ridge strength on the held-out error.
+    """
+    use_bias = conv.bias is not None or conv.can_add_bias
+    n_img = int(image.max()) + 1
+    if n_img >= 2:
+        fold, validation = image % min(n_img, MAX_FOLDS), f"leave-images-out ({min(n_img, MAX_FOLDS)} folds)"
+    else:
+        fold, validation = np.random.default_rng(0).permutation(len(y)) % MAX_FOLDS, "held-out positions"
+    without = rel_l2(conv_on_patches(patches, conv.weight, conv.bias, conv.groups), y)
+    best = None
+    for lam in (RIDGE_GRID if ridge is None else (ridge,)):
+        pred = np.zeros(y.shape, np.float64)
+        for k in np.unique(fold):
+            tr, te = fold != k, fold == k
+            w, b = fit_conv_patches(patches[tr], y[tr], conv.weight.shape, conv.groups, lam, conv.weight, use_bias)
+            pred[te] = conv_on_patches(patches[te], w, b, conv.groups)
+        err = rel_l2(pred, y)
+        if best is None or err < best[0]:
+            best = (err, lam)
+    err, lam = best
+    out = {"without": without, "with": err, "ridge": lam, "validation": validation, "w": None, "b": None}
+    if err < without:
+        out["w"], out["b"] = fit_conv_patches(patches, y, conv.weight.shape, conv.groups, lam, conv.weight,
+                                              use_bias)
+    return out
 
 
 def _output_errors(before: ModelHandle, without: ModelHandle, with_: ModelHandle,

@@ -23,7 +23,6 @@ import inspect
 import os
 import sys
 import tempfile
-import types
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ._callable import make_module_callable
 from .errors import RewriteError
 from .model import ModelHandle
 
@@ -1052,11 +1052,4 @@ def run_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-class _CallableModule(types.ModuleType):
-    """``rewriter.diff(a, b)`` keeps working after this submodule replaces the package's ``diff`` function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return diff(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_module_callable(__name__, diff)
