@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when a pass fails its gate: roll it back and go on (default), stop with exit 1, "
                         "or keep it and report")
     p.add_argument("--budget", help="fidelity budget for approximate passes, e.g. delta1=0.98,absrel=0.03")
-    p.add_argument("--tol", type=float, help="float tolerance for exact passes: max abs error over max(range, peak) of the output (default 1e-4)")
+    p.add_argument("--tol", type=float,
+                   help="float tolerance for exact passes: max abs error over max(range, peak) of the output "
+                        "(default 1e-4)")
     p.add_argument("--check-runtime", choices=("ov", "ort", "both"), default="ov",
                    help="runtime for verification (ort: onnxruntime, ONNX only)")
     p.add_argument("--measure", action="store_true", help="measure CPU latency before/after (interleaved A/B)")
