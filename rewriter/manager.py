@@ -146,7 +146,8 @@ def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_
     try:
         result = p.apply(after, ctx)
         entry.update(sites_changed=result.sites_changed, sites=[s.to_json() for s in result.sites],
-                     notes=list(result.notes), extra=_jsonable(result.extra))
+                     notes=list(result.notes), extra=_jsonable(result.extra),
+                     exact=p.is_exact())  # exactness may depend on what apply chose (e.g. dwpw at full rank)
         if result.sites_changed:
             after.validate()
             entry["status"] = "applied"
