@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="rewrite without the per-pass gates (faster)")
     p.add_argument("--work", help="scratch folder for rewritten models and images (default: TMPDIR/midas-bench)")
     p.add_argument("--keep-models", action="store_true", help="keep the rewritten models in the work folder")
+    p.add_argument("--reuse-fixtures", action="store_true",
+                   help="use the newest cached build of each fixture even if its builder changed (no rebuild)")
     p.add_argument("--tag", help="suffix for the result file names (default: 'quick' with --quick)")
     return p
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (m, s) in enumerate(plan, 1):
         if m.key not in results["models"]:
             _release(ctx)
-            ctx = prepare_model(m, work)
+            ctx = prepare_model(m, work, args.reuse_fixtures)
             results["models"][m.key] = ctx["info"]
         t0 = time.perf_counter()
         cell = run_cell(m, s, ctx, work, calib_dir, verify=not args.no_verify, keep=args.keep_models)
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def prepare_model(m: ModelSpec, work: Path) -> dict:
+def prepare_model(m: ModelSpec, work: Path, reuse: bool = False) -> dict:
     """Build the fixture, then the original's outputs on the evaluation images and its GT accuracy."""
     info: dict = {"fixture": m.fixture, "spec": asdict(m)}
     ctx: dict = {"info": info}
@@ -125,9 +127,10 @@ def prepare_model(m: ModelSpec, work: Path) -> dict:
         if Path(m.fixture).suffix in (".onnx", ".xml") and Path(m.fixture).exists():
             path = Path(m.fixture)  # a model file given directly: bench the user's own model
         else:
-            from fixtures import fixture_path
-
-            path = Path(fixture_path(m.fixture, log=lambda msg: print(f"bench: fixtures: {msg}", flush=True)))
+            path, note = _fixture(m.fixture, reuse)
+            if note:
+                info["fixture_note"] = note
+                print(f"bench: {m.key}: {note}", flush=True)
         info.update(path=str(path), build_s=round(time.perf_counter() - t0, 1))
         print(f"bench: {m.key}: fixture {m.fixture} ready in {info['build_s']} s", flush=True)
         from rewriter.model import ModelHandle
@@ -147,6 +150,27 @@ def prepare_model(m: ModelSpec, work: Path) -> dict:
         info["traceback"] = traceback.format_exc(limit=6)
         print(f"bench: {m.key}: cannot prepare: {info['error']}", flush=True)
     return ctx
+
+
+def _fixture(name: str, reuse: bool = False) -> tuple[Path, str | None]:
+    """fixture_path(name), or with ``reuse`` the newest cached build of it under any builder key.
+
+    If building fails, the newest cached build is used too; the returned note says which file and why.
+    """
+    from fixtures import cache_dir, fixture_path
+
+    cached = sorted((p for p in Path(cache_dir()).glob(f"{name}-*") if p.suffix in (".onnx", ".xml")),
+                    key=lambda p: p.stat().st_mtime)
+    if reuse and cached:
+        return cached[-1], f"--reuse-fixtures: newest cached build {cached[-1].name} (builder may have changed since)"
+    try:
+        return Path(fixture_path(name, log=lambda msg: print(f"bench: fixtures: {msg}", flush=True))), None
+    except Exception as e:
+        # a builder being edited must not void the bench: an earlier build of the same fixture is still it
+        if not cached:
+            raise
+        return cached[-1], (f"building {name} failed ({type(e).__name__}: {e}); used the newest cached build "
+                            f"{cached[-1].name}")
 
 
 def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, verify: bool = True,

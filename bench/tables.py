@@ -154,6 +154,8 @@ def render_markdown(results: dict) -> str:
         out += [f"## {mk} — {minfo.get('fixture')} ({spec.get('weights')} weights, {spec.get('resolution')})", ""]
         if spec.get("note"):
             out += [f"_{spec['note']}_", ""]
+        if minfo.get("fixture_note"):
+            out += [f"**Fixture:** {minfo['fixture_note']}", ""]
         if minfo.get("error"):
             out += [f"**Model could not be prepared:** {_short(minfo['error'], 400)}", ""]
         base = minfo.get("baseline") or {}

@@ -133,6 +133,7 @@ class _Validator:
         self.references = references
         self.metric = metric
         self._last: tuple[Any, Any] | None = None  # (onnx proto, its compiled OV model): NNCF asks per item
+        self.full_runs: list[float] = []  # scores of whole-set validations: float model, then all-INT8
 
     def _compiled(self, model: Any):
         import onnx
@@ -152,6 +153,8 @@ class _Validator:
             outs = [np.asarray(res[o]) for o in compiled.outputs]
             ref = self.references[index]
             values.append(float(np.mean([depth_metric(r, o, self.metric) for r, o in zip(ref, outs)])))
+        if len(values) == len(self.references) > 1:  # with one image NNCF's probe call would count
+            self.full_runs.append(float(np.mean(values)))
         return float(np.mean(values)), values
 
 
@@ -220,6 +223,8 @@ class Int8(Pass):
         "max_drop": Option(None, float, "accuracy control: largest allowed drop of the depth metric vs the "
                            "float model on the validation images (absrel: 0.01 = +1%)"),
         "metric": Option("absrel", str, "depth metric for max_drop", METRICS),
+        "max_float_layers": Option(None, int, "accuracy control: revert at most this many layers to float "
+                                   "(bounds the run time; default: no limit)"),
     }
 
     def check_options(self) -> None:
@@ -228,6 +233,11 @@ class Int8(Pass):
             raise RewriteError(f"option int8.subset_size={o['subset_size']}: must be at least 1")
         if o["max_drop"] is not None and not o["max_drop"] >= 0:
             raise RewriteError(f"option int8.max_drop={o['max_drop']}: must be >= 0")
+        if o["max_float_layers"] is not None:
+            if o["max_drop"] is None:
+                raise RewriteError("option int8.max_float_layers needs int8.max_drop (accuracy control)")
+            if o["max_float_layers"] < 1:
+                raise RewriteError(f"option int8.max_float_layers={o['max_float_layers']}: must be at least 1")
         o["ignore_names"] = list(o["ignore_names"] or [])
         o["ignore_types"] = list(o["ignore_types"] or [])
         if o["ignore_regex"]:
@@ -336,6 +346,10 @@ class Int8(Pass):
         validator = _Validator(refs, self.opts["metric"])
         items = list(enumerate(val.feeds))
         params = kwargs.pop("advanced_parameters")
+        # one ranking worker: this runs beside other work; ranking in parallel buys little here
+        restorer = AdvancedAccuracyRestorerParameters(num_ranking_workers=1)
+        if self.opts["max_float_layers"] is not None:
+            restorer.max_num_iterations = self.opts["max_float_layers"]
         reports: list = []
         try:
             with _capture_restorer_report(reports):
@@ -343,8 +357,7 @@ class Int8(Pass):
                     _native_copy(model), nncf.Dataset(calib.feeds), nncf.Dataset(items),
                     validation_fn=validator, max_drop=self.opts["max_drop"],
                     drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=params,
-                    # one ranking worker: this runs beside other work; ranking in parallel buys little here
-                    advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
+                    advanced_accuracy_restorer_parameters=restorer,
                     **kwargs)
         except (nncf.ValidationError, nncf.InternalError, nncf.UnsupportedModelError,
                 NotImplementedError, RuntimeError) as e:
@@ -358,6 +371,8 @@ class Int8(Pass):
             "metric": self.opts["metric"], "max_drop": self.opts["max_drop"],
             "validation_images": len(items), "validation_source": val.source,
             "float": shown(float_metric), "int8": shown(int8_metric), "drop": float_metric - int8_metric,
+            # NNCF validates the float model, then the all-INT8 one, before reverting anything
+            "int8_all_layers": shown(validator.full_runs[1]) if len(validator.full_runs) > 1 else None,
             "met": float_metric - int8_metric <= self.opts["max_drop"] + 1e-12,
             "reverted_by_nncf": reverted,
             "all_reverted": bool(report is not None and report.removed_all),

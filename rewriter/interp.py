@@ -244,7 +244,9 @@ class InterpSite:
                              "input_size": sp(self.input_shape), "output_size": sp(self.output_shape),
                              "channels": self.channels, "scale_source": self.scale_source}
         d.update({k: v for k, v in self.attrs.items() if v not in (None, 0, "stretch", [])})
-        return d
+        if d.get("raw_mode") == self.mode:
+            del d["raw_mode"]
+        return {k: v for k, v in d.items() if v is not None}
 
 
 def _num(x: float) -> float | int:
@@ -339,7 +341,33 @@ def onnx_sites(model: onnx.ModelProto) -> list[InterpSite]:
     opset = onnx_opset(model)
     consts = onnx_constants(model)
     shapes = onnx_shapes(model)
-    return [_onnx_site(n, opset, consts, shapes) for n in nodes]
+    sites = [_onnx_site(n, opset, consts, shapes) for n in nodes]
+    if any(not _static(s.input_shape) or not _static(s.output_shape) for s in sites):
+        # ONNX inference gives up behind computed Pad chains (TF "same" padding); OpenVINO folds them
+        ov_shapes = {k: (v, shapes.get(k, (None, 0))[1]) for k, v in _ov_tensor_shapes(model).items()}
+        shapes = {**shapes, **ov_shapes}
+        sites = [_onnx_site(n, opset, consts, shapes) for n in nodes]
+    return sites
+
+
+def _static(shape: list[int | None] | None) -> bool:
+    return shape is not None and all(d is not None for d in shape)
+
+
+def _ov_tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """{tensor name: static shape} as OpenVINO infers them for the ONNX model (best effort)."""
+    try:
+        ov_model = ModelHandle(model).ov_model()
+    except Exception:  # noqa: BLE001 - a model OpenVINO cannot read simply keeps the ONNX shapes
+        return {}
+    out = {}
+    for op in ov_model.get_ops():
+        for port in op.outputs():
+            shape = _ps(port.get_partial_shape())
+            if _static(shape):
+                for name in port.get_names():
+                    out[name] = shape
+    return out
 
 
 def _onnx_site(n: onnx.NodeProto, opset: int, consts: dict, shapes: dict) -> InterpSite:

@@ -194,9 +194,9 @@ def test_compensation_lowers_the_error(fmt):
     comp = res.extra["compensation"]
     [entry] = comp["sites"]
     [rec] = entry["refit"]
-    assert entry["site"] == "up1" and rec["rel_l2_with"] < 0.8 * rec["rel_l2_without"]
+    assert entry["site"] == "up1" and rec["rel_l2_with"] < 0.9 * rec["rel_l2_without"]
     assert comp["output_rel_l2"]["with"] < 0.85 * comp["output_rel_l2"]["without"]
-    assert comp["images"] == 4 and comp["source"] == "skimage"
+    assert comp["images"] == 4 and comp["source"] == "skimage" and rec["validation"].startswith("leave-images-out")
     assert rec["conv"] in res.new_nodes and h.tags()[rec["conv"]] == "asym_interp"
     h.validate()
     # the written weights are the ones measured: rerun the model and compare with the report
@@ -208,6 +208,21 @@ def test_compensation_lowers_the_error(fmt):
     a = np.concatenate([next(iter(o.values())).ravel() for o in run(ref, feeds)])
     b = np.concatenate([next(iter(o.values())).ravel() for o in run(h, feeds)])
     assert metrics.rel_l2(a, b) == pytest.approx(comp["output_rel_l2"]["with"], rel=1e-3)
+
+
+def test_compensation_declines_a_refit_that_does_not_generalise():
+    """align_corners → half_pixel shifts the grid symmetrically (zero mean): no conv can undo that, and the
+    held-out images say so, so the original weights stay."""
+    h = ModelHandle.load(decoder_model())
+    w2 = numpy_helper.to_array(next(i for i in h.onnx.graph.initializer if i.name == "w2")).copy()
+    res = PASSES["asym_interp"](compensate=True, calib_count=4, mode="half_pixel").apply(h, CTX)
+    [rec] = res.extra["compensation"]["sites"][0]["refit"]
+    assert "kept_original" in rec and rec["rel_l2_with"] >= rec["rel_l2_without"]
+    assert res.new_nodes == ["up1"]
+    np.testing.assert_array_equal(numpy_helper.to_array(
+        next(i for i in h.onnx.graph.initializer if i.name == "w2")), w2)
+    out = res.extra["compensation"]["output_rel_l2"]
+    assert out["with"] == out["without"]
 
 
 def test_compensation_not_requested_leaves_weights():
@@ -235,6 +250,7 @@ def test_midas_small_four_sites_then_all_five_replaced(name):
     sites = PASSES["asym_interp"]().match(h, CTX)
     linear = [s for s in sites if s.details["mode"] == "linear"]
     assert len(linear) == 5
+    assert all(len(s.details["input_size"]) == 2 and "grid_shift_px" in s.details for s in linear if s.will_change)
     assert sum(s.will_change for s in sites) == 4
     [head] = [s for s in linear if not s.will_change]
     assert head.details["coordinate_mode"] in ("half_pixel", "pytorch_half_pixel")
