@@ -45,7 +45,7 @@ def scatter(model_key: str, cells: list[dict], path: Path, title: str = "") -> P
         front = pareto_front(pts)
         if front:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=0.8, label="Pareto front")
-            ax.legend(loc="upper left", fontsize=7)
+            ax.legend(loc="best", fontsize=7)
         ax.axvline(1.0, color="grey", lw=0.6)
         ax.set_xlabel(f"speedup ({name}), before/after")
         ax.set_yscale("log")

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-models", action="store_true", help="keep the rewritten models in the work folder")
     p.add_argument("--reuse-fixtures", action="store_true",
                    help="use the newest cached build of each fixture even if its builder changed (no rebuild)")
+    p.add_argument("--render", metavar="JSON", help="only re-render the Markdown and PNGs from a results JSON")
     p.add_argument("--tag", help="suffix for the result file names (default: 'quick' with --quick)")
     return p
 
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the bench; returns 0 when it completed (cells may have errors: they are in the results)."""
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render_only(Path(args.render), Path(args.md) if args.md else None)
     t_start = time.perf_counter()
     date = dt.date.today().isoformat()
     tag = args.tag or ("quick" if args.quick else "")
@@ -115,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_models:
         shutil.rmtree(work / "models", ignore_errors=True)
     print(f"bench: done in {results['bench']['wall_s']:.0f} s; wrote {json_path} and {md_path}", flush=True)
+    return 0
+
+
+def render_only(json_path: Path, md_path: Path | None = None) -> int:
+    """Redraw the scatter PNGs and rewrite the Markdown of an existing results JSON (no measuring)."""
+    results = json.loads(json_path.read_text())
+    quick = results.get("bench", {}).get("quick")
+    md_path = md_path or (json_path.with_suffix(".md") if quick else REPO / "bench" / "RESULTS.md")
+    for key in results.get("models", {}):
+        _plot(results, key, json_path.with_name(f"{json_path.stem}-{key}.png"), md_path)
+    _write(results, json_path, md_path)
+    print(f"bench: re-rendered {md_path} from {json_path}")
     return 0
 
 

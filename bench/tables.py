@@ -145,7 +145,8 @@ def render_markdown(results: dict) -> str:
            "ms are not comparable across cells.", "",
            "**Packages:** " + ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if v), "",
            f"**Images:** calibration/refit/gates on {', '.join(b.get('images', {}).get('calib', []))}; fidelity "
-           f"on held-out {', '.join(b.get('images', {}).get('eval', []))} + the GT image "
+           f"on held-out {', '.join(b.get('images', {}).get('eval', []))} (the first N of these, N per model) "
+           "+ the GT image "
            f"({b.get('images', {}).get('gt')}); GT = Middlebury 2014 motorcycle disparity (inf masked), "
            "prediction aligned by scale+shift.", ""]
     for mk, minfo in (results.get("models") or {}).items():

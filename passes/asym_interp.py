@@ -18,14 +18,13 @@ positions) and the whole-output relative L2 both ways go to ``PassResult.extra``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from rewriter import metrics
+from rewriter.convs import IR_CONV_OPS, ConvInfo, OnnxIndex, ir_conv, onnx_conv, write_conv
 from rewriter.errors import RewriteError
 from rewriter.interp import (
     COORDINATE_MODES,
@@ -36,9 +35,16 @@ from rewriter.interp import (
     grid_shift,
     name_filter_reason,
 )
-from rewriter.model import ModelHandle, ir_const
+from rewriter.model import ModelHandle
 from rewriter.passbase import WILL_CHANGE, Option, Pass, PassContext, PassResult, Site, register
-from rewriter.refit import ConvGeometry, conv_on_patches, fit_conv_patches, im2col, rel_l2, sample_positions
+from rewriter.refit import (
+    conv_on_patches,
+    cross_validate_conv,
+    fit_conv_patches,
+    im2col,
+    rel_l2,
+    sample_positions,
+)
 
 TARGET_MODES = ("asymmetric", "half_pixel")
 POSITIONS = 8000  # sampled output positions per conv, spread evenly over the calibration images
@@ -186,133 +192,39 @@ def _set_onnx_attr(node: onnx.NodeProto, name: str, value: str) -> None:
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-# ---- compensation: format adapters over the conv consumers --------------------------------------------------
-@dataclass
-class _Conv:
-    """A float conv consuming a changed site: where to tap, its weights, and how to write new ones."""
-
-    name: str
-    in_tap: str
-    out_tap: str  # output including the bias
-    weight: np.ndarray  # Cout x Cin/groups x kh x kw
-    bias: np.ndarray | None  # None: the conv has no bias and (IR) none can be added
-    can_add_bias: bool
-    groups: int
-    attrs: dict[str, Any]  # kernel/strides/dilations/pads/auto_pad for ConvGeometry
-    ref: Any
-
-
-def _onnx_convs(model: onnx.ModelProto, site: InterpSite) -> tuple[list[_Conv], list[str]]:
-    out_name = site.ref.output[0]
-    inits = {i.name: i for i in model.graph.initializer}
+# ---- compensation: the convs consuming a changed site ------------------------------------------------------------
+def _consumer_convs(model: ModelHandle, site: InterpSite) -> tuple[list[ConvInfo], list[str]]:
+    """The float 2-D convs reading the site's output as their data input (weights/bias as float32), and
+    why each other consumer is not one."""
+    if model.format == "onnx":
+        out_name = site.ref.output[0]
+        index = OnnxIndex(model.onnx)
+        users = [(n, n.op_type, n.name or n.op_type, n.op_type == "Conv" and n.input[0] == out_name)
+                 for n in model.onnx.graph.node if out_name in n.input]
+        what = "initializer"
+    else:
+        users = [(t.get_node(), t.get_node().get_type_name(), t.get_node().get_friendly_name(),
+                  t.get_node().get_type_name() in IR_CONV_OPS and t.get_index() == 0)
+                 for t in site.ref.output(0).get_target_inputs()]
+        what = "constant"
     convs, skipped = [], []
-    for n in model.graph.node:
-        if out_name not in n.input:
+    for node, op, label, reads in users:
+        if not reads:
+            skipped.append(f"{label} ({op}) is not a conv reading it")
             continue
-        if n.op_type != "Conv" or n.input[0] != out_name:
-            skipped.append(f"{n.name or n.op_type} ({n.op_type}) is not a conv reading it")
-            continue
-        w = inits.get(n.input[1])
-        if w is None or w.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-            skipped.append(f"{n.name}: weights are not a float initializer (quantized or computed)")
-            continue
-        wa = numpy_helper.to_array(w)
-        if wa.ndim != 4:
-            skipped.append(f"{n.name}: not a 2-D conv")
-            continue
-        b = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        convs.append(_Conv(n.name, out_name, n.output[0], wa.astype(np.float32),
-                           None if b is None else numpy_helper.to_array(b).astype(np.float32), True,
-                           int(attrs.get("group", 1)),
-                           {"kernel": wa.shape[2:], "strides": attrs.get("strides"),
-                            "dilations": attrs.get("dilations"), "pads": attrs.get("pads"),
-                            "auto_pad": (attrs.get("auto_pad") or b"NOTSET").decode()}, n))
-    return convs, skipped
-
-
-def _ir_convs(site: InterpSite) -> tuple[list[_Conv], list[str]]:
-    op = site.ref
-    convs, skipped = [], []
-    for target in op.output(0).get_target_inputs():
-        n = target.get_node()
-        t = n.get_type_name()
-        if t not in ("Convolution", "GroupConvolution") or target.get_index() != 0:
-            skipped.append(f"{n.get_friendly_name()} ({t}) is not a conv reading it")
-            continue
-        w = ir_const(n.input_value(1).get_node())
-        if w is None or not np.issubdtype(w.dtype, np.floating):
-            skipped.append(f"{n.get_friendly_name()}: weights are not a float constant (quantized or computed)")
-            continue
-        groups = 1
-        if t == "GroupConvolution":  # G x Cout/G x Cin/G x kh x kw → Cout x Cin/G x kh x kw
-            groups = w.shape[0]
-            w = w.reshape(-1, *w.shape[2:])
-        if w.ndim != 4:
-            skipped.append(f"{n.get_friendly_name()}: not a 2-D conv")
-            continue
-        a = n.get_attributes()
-        bias, out_tap = None, f"{n.get_friendly_name()}:0"
-        users = list(n.output(0).get_target_inputs())
-        if len(users) == 1 and users[0].get_node().get_type_name() == "Add":
-            add = users[0].get_node()
-            bv = ir_const(add.input_value(1 - users[0].get_index()).get_node())
-            if bv is not None and bv.size == w.shape[0]:
-                bias, out_tap = bv.reshape(-1).astype(np.float32), f"{add.get_friendly_name()}:0"
-        convs.append(_Conv(n.get_friendly_name(), f"{op.get_friendly_name()}:0", out_tap, w.astype(np.float32),
-                           bias, False, groups,
-                           {"kernel": w.shape[2:], "strides": a.get("strides"), "dilations": a.get("dilations"),
-                            "pads": [*a.get("pads_begin", [0, 0]), *a.get("pads_end", [0, 0])],
-                            "auto_pad": str(a.get("auto_pad", "explicit"))}, n))
-    return convs, skipped
-
-
-def _write_onnx(model: onnx.ModelProto, conv: _Conv, w: np.ndarray, b: np.ndarray | None) -> None:
-    node = conv.ref
-    inits = {i.name: i for i in model.graph.initializer}
-    uses: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-
-    def put(slot: int, value: np.ndarray, suffix: str) -> None:
-        old = node.input[slot] if len(node.input) > slot else ""
-        dtype = numpy_helper.to_array(inits[old]).dtype if old in inits else np.float32
-        if old and old in inits and uses.get(old, 0) == 1:  # sole user: overwrite in place
-            inits[old].CopyFrom(numpy_helper.from_array(value.astype(dtype), old))
-            return
-        name = f"{conv.name}/{suffix}"
-        model.graph.initializer.append(numpy_helper.from_array(value.astype(dtype), name))
-        while len(node.input) <= slot:
-            node.input.append("")
-        node.input[slot] = name
-
-    put(1, w, "weight_refit")
-    if b is not None:
-        put(2, b, "bias_refit")
-
-
-def _write_ir(conv: _Conv, w: np.ndarray, b: np.ndarray | None) -> None:
-    import openvino.opset13 as ops
-
-    node = conv.ref
-
-    def replace_const(inp, value: np.ndarray) -> None:
-        src = inp.get_source_output().get_node()
-        if src.get_type_name() == "Convert":  # FP16-compressed: keep the f16 constant + Convert form
-            const = src.input_value(0).get_node()
-            new = ops.constant(value.reshape(const.get_output_shape(0)).astype(const.get_data().dtype))
-            new.set_friendly_name(const.get_friendly_name())
-            src.input(0).replace_source_output(new.output(0))
+        c = onnx_conv(node, index) if model.format == "onnx" else ir_conv(node)
+        floats = (np.float32, np.float16) if model.format == "onnx" else (np.floating,)
+        if c.weight is None or not any(np.issubdtype(c.weight.dtype, f) for f in floats):
+            skipped.append(f"{c.name}: weights are not a float {what} (quantized or computed)")
+        elif c.weight.ndim != 4:
+            skipped.append(f"{c.name}: not a 2-D conv")
+        elif c.bias_dynamic:
+            skipped.append(f"{c.name}: bias is computed at run time")
         else:
-            new = ops.constant(value.reshape(src.get_output_shape(0)).astype(src.get_data().dtype))
-            new.set_friendly_name(src.get_friendly_name())
-            inp.replace_source_output(new.output(0))
-
-    replace_const(node.input(1), w)
-    if b is not None:
-        add = next(iter(node.output(0).get_target_inputs()))
-        replace_const(add.get_node().input(1 - add.get_index()), b)
+            c.weight = c.weight.astype(np.float32)  # fit in float32; write_conv restores the storage type
+            c.bias = None if c.bias is None else c.bias.astype(np.float32)
+            convs.append(c)
+    return convs, skipped
 
 
 def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite], ctx: PassContext,
@@ -327,18 +239,18 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
         notes.append("compensate: fitted on random inputs (the model input is not an image)")
     per_site, plan = [], []
     for site in sites:
-        convs, skipped = _onnx_convs(after.onnx, site) if after.format == "onnx" else _ir_convs(site)
-        plan.append((site, convs, skipped))
+        plan.append((site, *_consumer_convs(after, site)))
     conv_list = [c for _, cs, _ in plan for c in cs]
     if not conv_list:
         per_site = [{"site": s.name, "refit": [], "note": _no_conv_note(sk)} for s, _, sk in plan]
         return {"sites": per_site, "notes": notes + ["compensate: nothing to refit"], "refit_nodes": [],
                 "images": len(feeds), "source": calib.source}
     # targets: every refit conv's output in the model before the pass, sampled at fixed positions
-    targets = _sampled_outputs(Runner(before, "ov", taps=[c.out_tap for c in conv_list]), feeds, conv_list)
+    targets = _sampled_outputs(Runner(before, "ov", taps=[c.biased_tap for c in conv_list]), feeds, conv_list)
     reference = _flat_outputs(before, feeds)
     swapped_err = best_err = metrics.rel_l2(reference, _flat_outputs(after, feeds))
     refit_nodes = []
+    can_add_bias = after.format == "onnx"  # an IR conv carries its bias in an Add it may not have
     for site, convs, skipped in plan:
         if not convs:
             per_site.append({"site": site.name, "refit": [], "note": _no_conv_note(skipped)})
@@ -350,11 +262,11 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
         for conv in convs:
             y, positions = targets[conv.name]
             image = np.repeat(np.arange(len(positions)), [len(p) for p in positions])
-            fit = _validated_fit(patches_of[conv.name], y, image, conv, lam)
+            fit = _validated_fit(patches_of[conv.name], y, image, conv, lam, can_add_bias)
             rec = {"conv": conv.name, "rel_l2_without": round(fit["without"], 6),
                    "rel_l2_with": round(fit["with"], 6), "ridge": fit["ridge"], "validation": fit["validation"]}
             if fit["w"] is not None:
-                _write(after, conv, fit["w"], fit["b"])
+                write_conv(after, conv, fit["w"], fit["b"])
                 written.append((conv, rec))
             else:
                 rec["kept_original"] = "refit did not lower the conv's error on held-out data"
@@ -369,9 +281,9 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
                 refit_nodes += [c.name for c, _ in written]
             else:
                 for conv, rec in written:
-                    bias = conv.bias if conv.bias is not None or not conv.can_add_bias else \
+                    bias = conv.bias if conv.bias is not None or not can_add_bias else \
                         np.zeros(conv.weight.shape[0], np.float32)
-                    _write(after, conv, conv.weight, bias)
+                    write_conv(after, conv, conv.weight, bias)
                     rec["kept_original"] = (f"refit raised the model output's error ({best_err:.4g} → "
                                             f"{err:.4g} rel L2): reverted")
         per_site.append(entry)
@@ -383,25 +295,12 @@ def _compensate(before: ModelHandle, after: ModelHandle, sites: list[InterpSite]
             "notes": notes, "refit_nodes": refit_nodes}
 
 
-def _write(model: ModelHandle, conv: _Conv, w: np.ndarray, b: np.ndarray | None) -> None:
-    if model.format == "onnx":
-        _write_onnx(model.onnx, conv, w, b)
-    else:
-        _write_ir(conv, w, b)
-        model.ov.validate_nodes_and_infer_types()
-
-
 def _no_conv_note(skipped: list[str]) -> str:
     why = f" ({'; '.join(skipped)})" if skipped else ""
     return f"no float conv consumes its output directly; not compensated{why}"
 
 
-def _geometry(conv: _Conv, in_hw: tuple[int, int]) -> ConvGeometry:
-    a = conv.attrs
-    return ConvGeometry.from_attrs(a["kernel"], a["strides"], a["dilations"], a["pads"], a["auto_pad"], in_hw)
-
-
-def _sampled_outputs(runner, feeds: list[dict], convs: list[_Conv]) -> dict[str, tuple[np.ndarray, list]]:
+def _sampled_outputs(runner, feeds: list[dict], convs: list[ConvInfo]) -> dict[str, tuple[np.ndarray, list]]:
     """{conv: (P x Cout targets, per-feed positions)} at seeded positions, so memory stays bounded."""
     ys: dict[str, list] = {c.name: [] for c in convs}
     pos: dict[str, list] = {c.name: [] for c in convs}
@@ -409,14 +308,14 @@ def _sampled_outputs(runner, feeds: list[dict], convs: list[_Conv]) -> dict[str,
     for i, feed in enumerate(feeds):
         out = runner.run(feed)
         for j, c in enumerate(convs):
-            y = np.asarray(out[c.out_tap], np.float32)
+            y = np.asarray(out[c.biased_tap], np.float32)
             p = sample_positions(1, y.shape[2:], per_feed, seed=1000 * i + j)
             pos[c.name].append(p)
             ys[c.name].append(y[0][:, p[:, 1], p[:, 2]].T)
     return {k: (np.concatenate(v), pos[k]) for k, v in ys.items()}
 
 
-def _sampled_patches(runner, feeds: list[dict], convs: list[_Conv],
+def _sampled_patches(runner, feeds: list[dict], convs: list[ConvInfo],
                      positions: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
     """{conv: P x Cin x kh x kw input patches} at the positions its targets were sampled at (one run per feed)."""
     parts: dict[str, list] = {c.name: [] for c in convs}
@@ -424,13 +323,13 @@ def _sampled_patches(runner, feeds: list[dict], convs: list[_Conv],
         out = runner.run(feed)
         for c in convs:
             x = np.asarray(out[c.in_tap], np.float32)
-            g = _geometry(c, x.shape[2:])
+            g = c.geometry(x.shape[2:])
             parts[c.name].append(im2col(x, g.kernel, g.stride, g.dilation, g.pads, positions[c.name][i]))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _validated_fit(patches: np.ndarray, y: np.ndarray, image: np.ndarray, conv: _Conv,
-                   ridge: float | None) -> dict[str, Any]:
+def _validated_fit(patches: np.ndarray, y: np.ndarray, image: np.ndarray, conv: ConvInfo,
+                   ridge: float | None, can_add_bias: bool) -> dict[str, Any]:
     """Refit ``conv`` and estimate its error on data it was not fit on.
 
     Rows are grouped by calibration image; each fold of images is predicted by a fit on the others
@@ -438,24 +337,17 @@ def _validated_fit(patches: np.ndarray, y: np.ndarray, image: np.ndarray, conv: 
     correlations that do not hold on other scenes, so the weights are kept only when the held-out error
     drops; ``ridge=None`` also picks the ridge strength on the held-out error.
     """
-    use_bias = conv.bias is not None or conv.can_add_bias
+    use_bias = conv.bias is not None or can_add_bias
     n_img = int(image.max()) + 1
     if n_img >= 2:
         fold, validation = image % min(n_img, MAX_FOLDS), f"leave-images-out ({min(n_img, MAX_FOLDS)} folds)"
     else:
         fold, validation = np.random.default_rng(0).permutation(len(y)) % MAX_FOLDS, "held-out positions"
     without = rel_l2(conv_on_patches(patches, conv.weight, conv.bias, conv.groups), y)
-    best = None
-    for lam in (RIDGE_GRID if ridge is None else (ridge,)):
-        pred = np.zeros(y.shape, np.float64)
-        for k in np.unique(fold):
-            tr, te = fold != k, fold == k
-            w, b = fit_conv_patches(patches[tr], y[tr], conv.weight.shape, conv.groups, lam, conv.weight, use_bias)
-            pred[te] = conv_on_patches(patches[te], w, b, conv.groups)
-        err = rel_l2(pred, y)
-        if best is None or err < best[0]:
-            best = (err, lam)
-    err, lam = best
+    lams = RIDGE_GRID if ridge is None else (ridge,)
+    errs = cross_validate_conv(patches, y, fold, conv.weight.shape, conv.groups, lams, conv.weight, use_bias)
+    lam = min(lams, key=lambda v: errs[v])  # first of the grid on ties, as a strict < scan would pick
+    err = errs[lam]
     out = {"without": without, "with": err, "ridge": lam, "validation": validation, "w": None, "b": None}
     if err < without:
         out["w"], out["b"] = fit_conv_patches(patches, y, conv.weight.shape, conv.groups, lam, conv.weight,

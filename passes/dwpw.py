@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 
 from rewriter import lowrank
+from rewriter.convs import (
+    IR_CONV_OPS,
+    ConvInfo,
+    OnnxIndex,
+    ir_conv,
+    ir_tap,
+    onnx_conv,
+    onnx_name,
+    replace_ir_constant,
+    set_onnx_initializer,
+)
 from rewriter.errors import RewriteError
-from rewriter.model import ModelHandle, ir_const
+from rewriter.model import ModelHandle
 from rewriter.passbase import WILL_CHANGE, Option, Pass, PassContext, PassResult, Site, register
 from rewriter.refit import (
     ConvGeometry,
@@ -33,7 +44,6 @@ from rewriter.refit import (
 
 FORMS = ("auto", "multiplier", "split")
 NPU_TARGETS = ("kmb", "mtl")
-QUANT_OPS = {"DequantizeLinear", "QuantizeLinear", "FakeQuantize", "DynamicQuantizeLinear"}
 _OWN_NAME = re.compile(r"/(dw|pw|dw\d+|dw_concat|pw_bias)$")  # names this pass gives its nodes
 
 
@@ -414,36 +424,21 @@ class _OnnxAdapter:
 
     def convs(self) -> list[ConvSite]:
         g = self.model.onnx.graph
-        inits = {t.name: t for t in g.initializer}
-        producers = {o: n for n in g.node for o in n.output}
         convs = [n for n in g.node if n.op_type == "Conv"]
+        index = OnnxIndex(self.model.onnx) if convs else None
         shapes = self._shapes() if convs else {}
-        return [self._site(n, inits, producers, shapes) for n in convs]
+        return [self._site(n, index, shapes) for n in convs]
 
-    def _site(self, n, inits, producers, shapes) -> ConvSite:
-        from onnx import helper
-
-        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-        name = _onnx_name(n)
-        cs = ConvSite(name, "Conv", x_tap=n.input[0], y_tap=n.output[0], ref=n)
-        cs.attrs = {"strides": a.get("strides", [1, 1]), "dilations": a.get("dilations", [1, 1]),
-                    "pads": a.get("pads", [0, 0, 0, 0]), "groups": int(a.get("group", 1))}
-        if "auto_pad" in a:
-            cs.attrs["auto_pad"] = a["auto_pad"].decode() if isinstance(a["auto_pad"], bytes) else a["auto_pad"]
-        wname = n.input[1]
-        cs.weight = _onnx_const(wname, inits, producers)
-        if cs.weight is None:
-            src = producers.get(wname)
-            if src is not None and _onnx_quantized(src, producers):
-                cs.reason = f"already quantized (weights behind {src.op_type}): not dequantizing"
-            else:
-                cs.reason = "dynamic weights (computed at run time): nothing to factor"
+    def _site(self, n, index: OnnxIndex, shapes) -> ConvSite:
+        c = onnx_conv(n, index)
+        cs = ConvSite(c.name, "Conv", attrs=c.attrs, x_tap=c.in_tap, y_tap=c.out_tap, ref=n)
+        if _weight_reason(c, cs):
             return cs
         cs.in_hw, cs.out_hw = shapes.get(n.input[0]), shapes.get(n.output[0])
         cs.reason = _shape_reason(cs)
-        if cs.reason is None and len(n.input) > 2 and n.input[2]:
-            cs.bias = _onnx_const(n.input[2], inits, producers)
-            if cs.bias is None:
+        if cs.reason is None:
+            cs.bias = c.bias
+            if c.bias_dynamic:
                 cs.reason = "dynamic bias (computed at run time): not rewritten"
         return cs
 
@@ -451,8 +446,8 @@ class _OnnxAdapter:
         """{conv: the convs among ``names`` upstream of its input}, on this (unrewritten) model."""
         g = self.model.onnx.graph
         producers = {o: n for n in g.node for o in n.output}
-        by_name = {_onnx_name(n): n for n in g.node}
-        return {c: _ancestors(by_name[c].input[0], producers.get, lambda n: list(n.input), _onnx_name, set(names))
+        by_name = {onnx_name(n): n for n in g.node}
+        return {c: _ancestors(by_name[c].input[0], producers.get, lambda n: list(n.input), onnx_name, set(names))
                 for c in names}
 
     def input_tap(self, cs: ConvSite) -> str:
@@ -462,7 +457,7 @@ class _OnnxAdapter:
         import onnx_graphsurgeon as gs
 
         g = gs.import_onnx(self.model.onnx)
-        nodes = {n.name or n.outputs[0].name: n for n in g.nodes if n.op == "Conv"}  # as _onnx_name
+        nodes = {n.name or n.outputs[0].name: n for n in g.nodes if n.op == "Conv"}  # as onnx_name
         made: list[str] = []
         for p in plans:
             conv = nodes[p.site.node]
@@ -517,63 +512,35 @@ class _OnnxAdapter:
 
     def update_weights(self, plans: list[Plan]) -> list[str]:
         """Write each plan's (refit) factorisation into its initializers; returns the touched nodes."""
-        from onnx import numpy_helper
-
-        inits = {t.name: t for t in self.model.onnx.graph.initializer}
+        m = self.model.onnx
+        index = OnnxIndex(m)
         touched = []
         for p in plans:
             name, f = p.site.node, p.fact
             dtype = p.site.weight.dtype
             if p.form == "split" and f.rank > 1:
                 for j, k in enumerate(lowrank.split_kernels(f)):
-                    _set_init(inits, f"{name}/dw{j}.weight", k.astype(dtype), numpy_helper)
+                    set_onnx_initializer(m, f"{name}/dw{j}.weight", k.astype(dtype), index)
                 pw = f.pw[:, lowrank.split_permutation(f.cin, f.rank)]
             else:
-                _set_init(inits, f"{name}/dw.weight", f.dw.astype(dtype), numpy_helper)
+                set_onnx_initializer(m, f"{name}/dw.weight", f.dw.astype(dtype), index)
                 pw = f.pw
-            _set_init(inits, f"{name}/pw.weight", np.ascontiguousarray(pw).astype(dtype), numpy_helper)
+            set_onnx_initializer(m, f"{name}/pw.weight", np.ascontiguousarray(pw).astype(dtype), index)
             b = getattr(p, "refit_bias", None)
             if b is not None:
-                _set_init(inits, f"{name}/pw.bias", b.astype(dtype), numpy_helper)
+                set_onnx_initializer(m, f"{name}/pw.bias", b.astype(dtype), index)
             touched.append(f"{name}/pw")
         return touched
 
 
-def _onnx_const(name: str, inits: dict, producers: dict) -> np.ndarray | None:
-    """Value of a constant tensor (initializer, Constant node, or either through Identity); else None."""
-    from onnx import numpy_helper
-
-    for _ in range(8):  # exporters share equal tensors through Identity chains
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        node = producers.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
-        if node.op_type != "Identity":
-            return None
-        name = node.input[0]
-    return None
-
-
-def _onnx_name(node) -> str:
-    """A node's name, or its first output for unnamed nodes (names sites and keys graph walks)."""
-    return node.name or node.output[0]
-
-
-def _set_init(inits: dict, name: str, value: np.ndarray, numpy_helper) -> None:
-    if name in inits:
-        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
-
-
-def _onnx_quantized(node, producers, depth: int = 4) -> bool:
-    """Whether a weight-producing node is (or sits just after) a quantize/dequantize op."""
-    if node.op_type in QUANT_OPS:
-        return True
-    if depth and node.op_type in ("Cast", "Reshape", "Transpose", "Identity", "Mul", "Sub"):
-        return any(_onnx_quantized(producers[i], producers, depth - 1) for i in node.input if i in producers)
-    return False
+def _weight_reason(c: ConvInfo, cs: ConvSite) -> bool:
+    """Copy the weights into ``cs``, or set why there are none to factor; True when there are none."""
+    cs.weight = c.weight
+    if c.quantizer:
+        cs.reason = f"already quantized (weights behind {c.quantizer}): not dequantizing"
+    elif c.weight is None:
+        cs.reason = "dynamic weights (computed at run time): nothing to factor"
+    return cs.reason is not None
 
 
 def _shape_reason(cs: ConvSite) -> str | None:
@@ -613,7 +580,7 @@ class _IrAdapter:
         self.model, self.ctx = model, ctx
 
     def convs(self) -> list[ConvSite]:
-        ops = [op for op in self.model.ov.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        ops = [op for op in self.model.ov.get_ops() if op.get_type_name() in IR_CONV_OPS]
         if not ops:
             return []
         static = None
@@ -622,25 +589,11 @@ class _IrAdapter:
         return [self._site(op, static) for op in ops]
 
     def _site(self, op, static) -> ConvSite:
-        name = op.get_friendly_name()
-        src = op.input_value(1).get_node()
-        cs = ConvSite(name, op.get_type_name(), x_tap=_ir_tap(op.input_value(0)), y_tap=f"{name}:0", ref=op)
-        a = op.get_attributes()
-        cs.attrs = {"strides": list(a["strides"]), "dilations": list(a["dilations"]),
-                    "pads": [a["pads_begin"][0], a["pads_begin"][1], a["pads_end"][0], a["pads_end"][1]],
-                    "auto_pad": a.get("auto_pad", "explicit").upper()}
-        if _ir_quantized(src):
-            cs.reason = f"already quantized (weights behind {src.get_type_name()}): not dequantizing"
+        c = ir_conv(op)  # its bias (a following Add) stays outside the site: y_tap is the conv's own output
+        cs = ConvSite(c.name, c.op, attrs=c.attrs, x_tap=c.in_tap, y_tap=c.out_tap, ref=op)
+        if _weight_reason(c, cs):
             return cs
-        w = ir_const(src)
-        if w is None:
-            cs.reason = "dynamic weights (computed at run time): nothing to factor"
-            return cs
-        if op.get_type_name() == "GroupConvolution":  # G x Cout/G x Cin/G x kh x kw
-            cs.attrs["groups"] = int(w.shape[0])
-            w = w.reshape(w.shape[0] * w.shape[1], *w.shape[2:])
-        cs.weight = w
-        shaped = static.get(name, op) if static else op
+        shaped = static.get(c.name, op) if static else op
         cs.in_hw = _static_hw(shaped.get_input_partial_shape(0))
         cs.out_hw = _static_hw(shaped.get_output_partial_shape(0))
         cs.reason = _shape_reason(cs)
@@ -661,7 +614,7 @@ class _IrAdapter:
 
     def input_tap(self, cs: ConvSite) -> str:
         dw = self._find(f"{cs.node}/dw" if self._has(f"{cs.node}/dw") else f"{cs.node}/dw0")
-        return _ir_tap(dw.input_value(0))
+        return ir_tap(dw.input_value(0))
 
     def _has(self, name: str) -> bool:
         return any(op.get_friendly_name() == name for op in self.model.ov.get_ops())
@@ -713,17 +666,13 @@ class _IrAdapter:
         self.update_weights(plans)
 
     def update_weights(self, plans: list[Plan]) -> list[str]:
-        import openvino.opset13 as ops
-
         by_name = {op.get_friendly_name(): op for op in self.model.ov.get_ops()}
         touched = []
 
         def put(cname: str, value: np.ndarray) -> None:
             old = by_name.get(cname)
             if old is not None:
-                new = ops.constant(np.ascontiguousarray(value, dtype=np.float32), name=cname)
-                old.output(0).replace(new.output(0))
-                by_name[cname] = new
+                by_name[cname] = replace_ir_constant(old, value)
 
         for p in plans:
             name, f = p.site.node, p.fact
@@ -742,23 +691,3 @@ class _IrAdapter:
             touched.append(f"{name}/pw")
         self.model.ov.validate_nodes_and_infer_types()
         return touched
-
-
-def _ir_tap(output) -> str:
-    node = output.get_node()
-    if node.get_type_name() == "Parameter":
-        return output.get_any_name()
-    return f"{node.get_friendly_name()}:{output.get_index()}"
-
-
-def _ir_quantized(node, depth: int = 4) -> bool:
-    """Whether IR weights come through FakeQuantize or an integer Constant → Convert dequantization."""
-    t = node.get_type_name()
-    if t == "FakeQuantize":
-        return True
-    if t == "Convert":
-        src = node.input_value(0).get_node()
-        return src.get_type_name() == "Constant" and src.get_output_element_type(0).is_integral()
-    if depth and t in ("Multiply", "Subtract", "Reshape", "Transpose"):
-        return any(_ir_quantized(node.input_value(i).get_node(), depth - 1) for i in range(node.get_input_size()))
-    return False

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-fail", choices=("rollback", "stop", "keep"), default="rollback",
                    help="when a pass fails its gate: roll it back and go on (default), stop with exit 1, "
                         "or keep it and report")
+    p.add_argument("--no-locate", action="store_true",
+                   help="do not search for the first divergent node when a gate fails (saves time)")
     p.add_argument("--budget", help="fidelity budget for approximate passes, e.g. delta1=0.98,absrel=0.03")
     p.add_argument("--tol", type=float,
                    help="float tolerance for exact passes: max abs error over max(range, peak) of the output "
@@ -172,7 +174,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             images=args.images, targets=targets, verify=not args.no_verify,
                             on_fail=args.on_fail, budget=args.budget, tol=args.tol,
                             check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
-                            compress_to_fp16=args.compress_to_fp16,
+                            compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
                             verbosity=-1 if args.quiet else int(args.verbose), progress=say)
         report["input"] = str(src)
     except GateFailed as e:

@@ -66,7 +66,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             targets: tuple[str, ...] | list[str] = TARGETS, verify: bool = True, on_fail: str = "rollback",
             budget: dict | str | None = None, tol: float | None = None, check_runtime: str = "ov",
             measure: bool = False, seed: int = 0, compress_to_fp16: bool = False, verbosity: int = 0,
-            progress: Callable[[str], None] | None = None) -> tuple[ModelHandle, dict]:
+            locate: bool = True, progress: Callable[[str], None] | None = None) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
@@ -100,7 +100,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     for p in plist:
         _check_format(p, current)
         say(f"[{p.name}] matching and rewriting ...")
-        entry = _run_pass(p, current, ctx, verify, on_fail, budget, tol, check_runtime, say)
+        entry = _run_pass(p, current, ctx, verify, on_fail, budget, tol, check_runtime, locate, say)
         before, after = entry.pop("_before"), entry.pop("_after")
         if entry["status"] in ("applied", "kept_failed"):
             current = after
@@ -136,7 +136,8 @@ def _check_format(p: Pass, model: ModelHandle) -> None:
 
 
 def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_fail: str,
-              budget: dict | None, tol: float | None, runtime: str, say: Callable[[str], None]) -> dict:
+              budget: dict | None, tol: float | None, runtime: str, locate_failures: bool,
+              say: Callable[[str], None]) -> dict:
     before = current
     after = current.clone()
     entry: dict[str, Any] = {"name": p.name, "exact": p.is_exact(), "options": _jsonable(p.opts),
@@ -173,13 +174,14 @@ def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_
                           runtime=runtime, seed=ctx.seed)
         entry["fidelity"] = _jsonable(gate)
         entry["verify_seconds"] = round(time.perf_counter() - t1, 3)
-        if not gate.get("passed", False):
+        if not gate.get("passed", False) and locate_failures:
             from .verify import locate
 
             try:
                 entry["first_divergence"] = locate(before, after, tags=after.tags())
             except Exception as e:  # the locator is a diagnosis aid: its failure must not hide the gate result
                 entry["notes"].append(f"first-divergence locator failed: {e}")
+        if not gate.get("passed", False):
             if on_fail == "keep":
                 entry["status"] = "kept_failed"
                 say(f"[{p.name}] gate FAILED, kept (--on-fail keep): {gate.get('message', '')}")

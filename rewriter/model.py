@@ -113,7 +113,7 @@ class ModelHandle:
         """ONNX → OpenVINO IR (an independent handle)."""
         if self.format == "ir":
             return self.clone()
-        m = self.ov_model()
+        m = _convert_onnx(self.onnx)
         h = ModelHandle(m, self.source)
         for node, pass_name in self.tags().items():
             for op in m.get_ops():
@@ -257,7 +257,7 @@ class ModelHandle:
                 import openvino as ov
 
                 t = tmp / path.name
-                model = self.ov_model() if self.format == "onnx" else self.ov
+                model = _convert_onnx(self.onnx) if self.format == "onnx" else self.ov
                 if self.format == "onnx":
                     for node, pass_name in self.tags().items():
                         model.set_rt_info(pass_name, [IR_TAGS, node])
@@ -349,6 +349,21 @@ def _serialize_for_ov(model: onnx.ModelProto) -> bytes | str:
     p = Path(d) / "m.onnx"
     onnx.save(model, str(p), save_as_external_data=True)
     return str(p)
+
+
+def _convert_onnx(model: onnx.ModelProto):
+    """ONNX → ``openvino.Model`` the way users convert (``ov.convert_model``: constants folded)."""
+    import openvino as ov
+
+    if model.ByteSize() > 1_800_000_000:  # external data stays mmapped by OpenVINO: keep its folder
+        d = tempfile.mkdtemp(prefix="rewrite-ir-")
+        p = Path(d) / "m.onnx"
+        onnx.save(_copy_proto(model), str(p), save_as_external_data=True)
+        return ov.convert_model(str(p))
+    with tempfile.TemporaryDirectory(prefix="rewrite-ir-") as d:
+        p = Path(d) / "m.onnx"
+        onnx.save(model, str(p))
+        return ov.convert_model(str(p)).clone()
 
 
 # ---- IR helpers ------------------------------------------------------------------------------------------

@@ -147,11 +147,16 @@ class PassContext:
     original: ModelHandle | None = None  # the model as loaded, before any pass
     _calib_cache: dict = field(default_factory=dict)
 
-    def calibration(self, model: ModelHandle, count: int | None = None):
-        """Calibration inputs for ``model`` (see ``rewriter.inputs.calibration_set``); cached per shape."""
+    def calibration(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto",
+                    folder: str | None = None):
+        """Calibration inputs for ``model`` (see ``rewriter.inputs.calibration_set``); cached per shape.
+
+        ``folder`` overrides ``calib_dir`` (e.g. the verification images); ``preprocess`` overrides detection.
+        """
         from .inputs import calibration_set
 
-        return calibration_set(model, self.calib_dir, count=count, seed=self.seed, cache=self._calib_cache)
+        return calibration_set(model, folder or self.calib_dir, count=count, seed=self.seed,
+                               preprocess=preprocess, cache=self._calib_cache)
 
 
 REGISTRY: dict[str, type[Pass]] = {}

@@ -263,20 +263,69 @@ def ridge_solve(a: np.ndarray, b: np.ndarray, lam: float = DEFAULT_LAMBDA, w0: n
     if intercept:  # centring makes the offset unpenalised and exact
         am, bm = a.mean(axis=0), b.mean(axis=0)
         a, b = a - am, b - bm
-    g = a.T @ a
-    rhs = a.T @ b
+    w = _solve_normal(a.T @ a, a.T @ b, lam, w0)
+    if not intercept:
+        return w[:, 0] if squeeze else w
+    c = bm - am @ w
+    return (w[:, 0], c[0]) if squeeze else (w, c)
+
+
+def _solve_normal(g: np.ndarray, rhs: np.ndarray, lam: float, w0: np.ndarray | None) -> np.ndarray:
+    """Solve ``(G + λ'I) W = rhs + λ' w0`` with ``λ' = lam * mean(diag(G))`` (``g`` is modified in place)."""
     reg = lam * (float(np.trace(g)) / max(g.shape[0], 1) or 1.0)
     g[np.diag_indices_from(g)] += reg
     if w0 is not None:
         rhs = rhs + reg * np.asarray(w0, np.float64).reshape(rhs.shape)
     try:
-        w = np.linalg.solve(g, rhs)
+        return np.linalg.solve(g, rhs)
     except np.linalg.LinAlgError:  # singular even with the ridge (all-zero features): least norm
-        w = np.linalg.lstsq(g, rhs, rcond=None)[0]
-    if not intercept:
-        return w[:, 0] if squeeze else w
-    c = bm - am @ w
-    return (w[:, 0], c[0]) if squeeze else (w, c)
+        return np.linalg.lstsq(g, rhs, rcond=None)[0]
+
+
+def cross_validate_conv(patches: np.ndarray, y: np.ndarray, folds: np.ndarray, weight_shape: tuple[int, ...],
+                        groups: int = 1, lams: tuple[float, ...] = (DEFAULT_LAMBDA,), w0: np.ndarray | None = None,
+                        bias: bool = True) -> dict[float, float]:
+    """Held-out relative L2 of :func:`fit_conv_patches` for each ridge strength in ``lams``.
+
+    Rows of ``patches`` (P x Cin x kh x kw) / ``y`` (P x Cout) carry a fold label in ``folds``; each fold is
+    predicted by a fit on the other folds, and ``{lam: rel_l2(held-out predictions, y)}`` is returned. Same
+    numbers as calling :func:`fit_conv_patches` per fold and ``lam`` (up to rounding), but ``AᵀA``/``AᵀB`` are
+    computed once for all rows and once per fold (training stats = all − fold), then reused for every ``lam``.
+    """
+    cout, cin_g, kh, kw = weight_shape
+    p, og = patches.shape[0], cout // groups
+    x = patches.reshape(p, groups, cin_g * kh * kw).astype(np.float64)
+    y64 = np.asarray(y, np.float64)
+    # with an intercept the fit is shift-invariant: centring once keeps the moment subtraction below accurate
+    xs, ys = (x - x.mean(axis=0), y64 - y64.mean(axis=0)) if bias else (x, y64)
+    prior = None if w0 is None else np.asarray(w0, np.float64).reshape(cout, -1)
+    labels = np.unique(folds)
+    preds = {lam: np.zeros(y64.shape, np.float64) for lam in lams}
+    for g in range(groups):
+        rows = slice(g * og, (g + 1) * og)
+        a, b = xs[:, g, :], ys[:, rows]
+        mx, my = x[:, g, :].mean(axis=0), y64[:, rows].mean(axis=0)  # the centring shift, undone for offsets
+        stats_all = _moments(a, b)
+        for k in labels:
+            te = folds == k
+            n, sa, sb, gram, cross = (t - f for t, f in zip(stats_all, _moments(a[te], b[te])))
+            if bias:  # centre on the training rows: the offset is unpenalised, as in ridge_solve
+                am, bm = sa / n, sb / n
+                gram, cross = gram - n * np.outer(am, am), cross - n * np.outer(am, bm)
+            for lam in lams:
+                w = _solve_normal(gram.copy(), cross, lam, None if prior is None else prior[rows].T)
+                w32 = w.astype(np.float32).astype(np.float64)  # predict with the float32 weights a fit returns
+                pred = x[te, g, :] @ w32
+                if bias:  # offset in the caller's (uncentred) coordinates, rounded like the weights
+                    c = (bm + my) - (am + mx) @ w
+                    pred += c.astype(np.float32)
+                preds[lam][te, rows] = pred
+    return {lam: rel_l2(preds[lam], y64) for lam in lams}
+
+
+def _moments(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row count, column sums and ``AᵀA``, ``AᵀB`` (float64)."""
+    return float(len(a)), a.sum(axis=0), b.sum(axis=0), a.T @ a, a.T @ b
 
 
 def refit_conv(x_in: np.ndarray, y_target: np.ndarray, weight_shape: tuple[int, ...], geom: ConvGeometry,

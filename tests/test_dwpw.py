@@ -193,7 +193,9 @@ def test_min_gain_skips_unprofitable_sites_and_none_forces_them():
     site = p.match(m, CPU)[0]
     assert site.decision.startswith("not cheaper on cpu at rank 8") and "min_gain=none" in site.decision
     assert build_passes(["dwpw"], {"dwpw": {"rank": 9, "min_gain": "none"}})[0].match(m, CPU)[0].will_change
-    assert build_passes(["dwpw"], {"dwpw": {"rank": 1, "min_gain": 0.5}})[0].match(m, CPU)[0].will_change
+    big = single_conv(64, 64, (3, 3), (64, 64))  # predicted ~4x cheaper as a rank-1 pair on cpu
+    assert build_passes(["dwpw"], {"dwpw": {"rank": 1, "min_gain": 0.5}})[0].match(big, CPU)[0].will_change
+    assert not build_passes(["dwpw"], {"dwpw": {"rank": 1, "min_gain": 0.9}})[0].match(big, CPU)[0].will_change
 
 
 def test_option_errors():
@@ -217,7 +219,7 @@ def test_energy_picks_the_rank():
 
 def test_idempotent_with_names_and_tags():
     for h in (single_conv(8, 16, (3, 3)), single_conv(8, 16, (3, 3)).to_ir()):
-        _, first = dwpw(h, rank=2, form="split", refit=False)
+        _, first = dwpw(h, rank=2, form="split", refit=False, min_gain="none")
         assert first.sites_changed == 1
         c = first.sites[0].node  # "conv", or "conv/WithoutBiases" once OpenVINO split the bias off
         assert set(h.tags()) >= {f"{c}/dw0", f"{c}/dw1", f"{c}/dw_concat", f"{c}/pw"}
@@ -228,7 +230,7 @@ def test_idempotent_with_names_and_tags():
 
 def test_pointwise_keeps_the_output_tensor_and_bias():
     m = single_conv(4, 8, (3, 3), pads=[1, 1, 1, 1])
-    dwpw(m, rank=2, form="multiplier", refit=False)
+    dwpw(m, rank=2, form="multiplier", refit=False, min_gain="none")
     pw = next(n for n in m.onnx.graph.node if n.name == "conv/pw")
     assert list(pw.output) == ["y"] and pw.input[2] == "conv/pw.bias"
     assert [n.name for n in m.onnx.graph.node] == ["conv/dw", "conv/pw"]
@@ -237,7 +239,7 @@ def test_pointwise_keeps_the_output_tensor_and_bias():
 def test_form_auto_follows_the_first_target():
     for targets, n_dw in ((("cpu",), 3), (("mtl", "cpu"), 1)):
         m = single_conv(8, 32, (3, 3), (16, 16))
-        dwpw(m, PassContext(targets=targets), rank=3, refit=False)
+        dwpw(m, PassContext(targets=targets), rank=3, refit=False, min_gain="none")
         assert sum(n.name.startswith("conv/dw") and n.op_type == "Conv" for n in m.onnx.graph.node) == n_dw
 
 

@@ -271,5 +271,7 @@ def test_trained_proxy_beats_constant_baseline():
     fixtures.trained_weights()
     s = fixtures.trained_summary()
     assert s["held_out_ssi_rmse"] < 0.9 * s["constant_baseline_ssi_rmse"]
-    assert s["motorcycle_zero_fraction"] < 0.05
-    assert s["motorcycle_ssi_rmse"] < 1.0
+    assert s["held_out_ssi_rmse"] < s["seeded_held_out_ssi_rmse"]  # training helped
+    assert s["motorcycle_zero_fraction"] < 0.05  # no zero plateaus on the real photo
+    lo, hi = s["motorcycle_output_range"]
+    assert hi > 2 * max(lo, 1e-6)  # and not a flat map

@@ -149,3 +149,9 @@ def test_registered_passes_are_idempotent_and_deterministic(tiny_onnx, tiny_ir, 
     assert r2.sites_changed == 0, f"{name} changed {r2.sites_changed} site(s) on its own output"
     x = {src.inputs()[0][0]: np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)}
     np.testing.assert_array_equal(run(first, [x])[0][src.outputs()[0]], run(again, [x])[0][src.outputs()[0]])
+
+
+def test_locate_can_be_turned_off(tiny_onnx):
+    _, rep = rewrite(tiny_onnx, "_test_scale_conv", on_fail="keep", locate=False, targets=("cpu",))
+    p = rep["passes"][0]
+    assert p["status"] == "kept_failed" and p["first_divergence"] is None
