@@ -33,6 +33,7 @@ import onnx
 
 from ._callable import make_module_callable
 from .errors import RewriteError
+from .jsonable import jsonable
 from .model import ModelHandle
 
 # IR op types shown in ONNX vocabulary (anything not listed keeps its IR name)
@@ -210,28 +211,16 @@ def _small(value: np.ndarray | None) -> Any:
     return [str(x) for x in v.ravel()]
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, bytes):
-        return x.decode(errors="replace")
+def _onnx_special(x: Any) -> Any:
     if isinstance(x, onnx.TensorProto):
         return _small(onnx.numpy_helper.to_array(x))
     if isinstance(x, onnx.GraphProto):
         return f"<graph {x.name}>"
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "to_json"):
-        return _jsonable(x.to_json())
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    return x
+    return None
+
+
+def _jsonable(x: Any) -> Any:
+    return jsonable(x, _onnx_special)
 
 
 # ---- ONNX → normalised graph -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GateFailed, RewriteError
+from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
 from .passbase import Pass, PassContext, build_passes
 
@@ -217,22 +218,3 @@ def _latency(original: ModelHandle, final: ModelHandle, targets: tuple[str, ...]
 def _op_counts(a: ModelHandle, b: ModelHandle) -> dict[str, list[int]]:
     ca, cb = a.op_types(), b.op_types()
     return {op: [ca.get(op, 0), cb.get(op, 0)] for op in sorted(set(ca) | set(cb))}
-
-
-def _jsonable(x: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples so the report serialises with json.dumps."""
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    return x
