@@ -20,7 +20,8 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 PREPROCESS_MODES = ("auto", "imagenet", "raw_rgb", "raw_bgr")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "retina", "cat", "coins")
+# skimage.data.cat() is chelsea again, so it is not listed twice
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "retina", "coins")
 DEFAULT_DYNAMIC_HW = (288, 512)  # the users' video resolution, for models with dynamic H/W
 
 

@@ -14,6 +14,7 @@ from conftest import make_tiny
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter.errors import RewriteError
+from rewriter.inputs import SKIMAGE_PHOTOS
 from rewriter.model import ModelHandle
 
 V = importlib.import_module("rewriter.verify")  # `rewriter.verify` the attribute is the library function
@@ -276,10 +277,10 @@ def test_image_model_uses_photos_and_depth_budget():
     assert g["inputs"].endswith("skimage images") and "random" not in g["inputs"]
     assert set(g["needed"]) == {"delta1", "absrel"}
     per = g["metrics"]["per_image"]
-    assert len(per) == 8 and all(r["kind"] == "image" for r in per)
+    assert len(per) == len(SKIMAGE_PHOTOS) and all(r["kind"] == "image" for r in per)
     assert 0.0 <= g["metrics"]["mean"]["delta1"] <= 1.0
     g = V.check_pass(before, after, exact=True)  # exact: photos + seeded random inputs
-    assert "2 random (seed 0)" in g["inputs"] and len(g["images"]) == 10
+    assert "2 random (seed 0)" in g["inputs"] and len(g["images"]) == len(SKIMAGE_PHOTOS) + 2
     assert "absrel" in g["metrics"]["mean"]
 
 
