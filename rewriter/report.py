@@ -192,12 +192,17 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     m = r.get("measured")
     if m:
         s = Section("Measured latency (CPU, this machine, interleaved A/B)")
-        s.tables.append(Table(
-            ["", "median", "p90"],
-            [["before", _ms(m.get("before_ms")), _ms(m.get("before_p90_ms"))],
-             ["after", _ms(m.get("after_ms")), _ms(m.get("after_p90_ms"))]]))
+        pred = (r.get("latency") or {}).get("cpu") or {}
+        has_pred = bool(pred.get("before_ms"))
+        header = ["", "median", "p90"] + (["predicted, CPU profile"] if has_pred else [])
+        rows = [[side, _ms(m.get(f"{side}_ms")), _ms(m.get(f"{side}_p90_ms"))]
+                + ([_ms(pred.get(f"{side}_ms"))] if has_pred else []) for side in ("before", "after")]
+        s.tables.append(Table(header, rows))
         ratio = m.get("ratio")
         s.lines.append(f"after/before time ratio {_num(ratio)} (× before), {m.get('runs', '–')} runs per model")
+        if has_pred:  # how far to trust the predictions: the cpu profile next to the measurement
+            s.lines.append(f"predicted after/before ratio on the cpu profile: "
+                           f"{_num(pred['after_ms'] / pred['before_ms'])} (× before)")
         secs.append(s)
     if r.get("op_counts"):
         secs.append(_op_count_section(r["op_counts"], verbose))
