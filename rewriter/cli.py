@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -193,26 +192,14 @@ def _main_rewrite(args: argparse.Namespace) -> int:
 
 
 def _write_reports(report: dict, args: argparse.Namespace) -> None:
-    if args.report:
-        _atomic_write_text(Path(args.report), json.dumps(report, indent=2, default=str) + "\n")
-    if args.md:
-        from .report import write_markdown
+    from .report import write_html, write_json, write_markdown
 
+    if args.report:
+        write_json(report, args.report)
+    if args.md:
         write_markdown(report, args.md)
     if args.html:
-        from .report import write_html
-
         write_html(report, args.html)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RewriteError(f"{path}: cannot write the report: {e.strerror}") from e
 
 
 def _render_explain(rep: dict) -> str:

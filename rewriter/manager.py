@@ -16,7 +16,7 @@ from typing import Any
 from .errors import GateFailed, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
-from .passbase import Pass, PassContext, build_passes
+from .passbase import Pass, PassContext, build_passes, check_order
 
 ON_FAIL = ("rollback", "stop", "keep")
 TARGETS = ("kmb", "mtl", "cpu")
@@ -30,9 +30,7 @@ def _resolve_passes(passes: str | list, opts: dict | None) -> list[Pass]:
     if all(isinstance(p, Pass) for p in passes):
         if opts:
             raise RewriteError("options go to the pass constructors when passing Pass instances")
-        for p in passes[:-1]:
-            if p.quantizes:
-                raise RewriteError(f"pass '{p.name}' quantizes the model and must be last")
+        check_order(list(passes))
         return list(passes)
     if any(isinstance(p, Pass) for p in passes):
         raise RewriteError("give pass names or Pass instances, not a mix")

@@ -206,8 +206,13 @@ def build_passes(names: list[str], opts: dict[str, dict[str, Any]] | None = None
         if n not in registry:
             raise RewriteError(f"unknown pass '{n}' (known: {', '.join(registry)})")
         out.append(registry[n](**opts.get(n, {})))
-    for i, p in enumerate(out[:-1]):
-        if p.quantizes:
-            later = ", ".join(q.name for q in out[i + 1:])
-            raise RewriteError(f"pass '{p.name}' quantizes the model and must be last; move {later} before it")
+    check_order(out)
     return out
+
+
+def check_order(passes: list[Pass]) -> None:
+    """Refuse any pass after a quantizing one (its output is quantized; nothing else may rewrite it)."""
+    for i, p in enumerate(passes[:-1]):
+        if p.quantizes:
+            later = ", ".join(q.name for q in passes[i + 1:])
+            raise RewriteError(f"pass '{p.name}' quantizes the model and must be last; move {later} before it")

@@ -30,7 +30,6 @@ graphs share, in topological order and in memory-bounded chunks, and names the f
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -54,6 +53,7 @@ from .inputs import (
     resize_crop,
     to_tensor,
 )
+from .jsonable import jsonable
 from .model import ModelHandle
 
 DEFAULT_TOL = 1e-4
@@ -936,28 +936,14 @@ def run_verify(args: argparse.Namespace) -> int:
         return e.exit_code
     print(render_verify(rep, quiet=bool(getattr(args, "quiet", False))))
     if getattr(args, "report", None):
-        path = Path(args.report)
+        from .report import write_json
+
         try:
-            path.write_text(json.dumps(_jsonable(rep), indent=2))
-        except OSError as e:
-            print(f"rewrite verify: error: cannot write {path}: {e.strerror}", file=sys.stderr)
+            write_json(jsonable(rep), args.report)
+        except RewriteError as e:
+            print(f"rewrite verify: error: {e}", file=sys.stderr)
             return 2
     return rep["exit_code"]
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 make_module_callable(__name__, verify_models)
