@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime for verification (ort: onnxruntime, ONNX only)")
     p.add_argument("--measure", action="store_true", help="measure CPU latency before/after (interleaved A/B)")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    p.add_argument("--input-shape", metavar="SHAPE",
+                   help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
     p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
@@ -149,7 +151,8 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     if args.explain:
         from .manager import explain
 
-        rep = explain(args.model, args.passes, opts=opts, calib=args.calib, targets=targets, seed=args.seed)
+        rep = explain(args.model, args.passes, opts=opts, calib=args.calib, targets=targets, seed=args.seed,
+                      input_shape=args.input_shape)
         print(json.dumps(rep, indent=2) if args.json else _render_explain(rep))
         return 0
 
@@ -174,7 +177,8 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             on_fail=args.on_fail, budget=args.budget, tol=args.tol,
                             check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
                             compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
-                            verbosity=-1 if args.quiet else int(args.verbose), progress=say)
+                            verbosity=-1 if args.quiet else int(args.verbose), progress=say,
+                            input_shape=args.input_shape)
         report["input"] = str(src)
     except GateFailed as e:
         report = e.report or {}
@@ -212,7 +216,9 @@ def _render_explain(rep: dict) -> str:
             lines.append("  (no candidate sites)")
         for s in p["sites"]:
             details = ", ".join(f"{k}={v}" for k, v in s["details"].items())
-            lines.append(f"  {s['node']:<40} {s['op']:<12} {s['decision']}" + (f"  [{details}]" if details else ""))
+            choices = "|".join(s.get("choices", []))
+            lines.append(f"  {s['node']:<40} {s['op']:<10} {s.get('choice', ''):<11} {s.get('reason', s['decision'])}"
+                         f"  (choices: {choices})" + (f"  [{details}]" if details else ""))
     return "\n".join(lines)
 
 

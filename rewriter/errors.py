@@ -9,6 +9,10 @@ class RewriteError(Exception):
     exit_code = 2
 
 
+class InvalidGraph(RewriteError):
+    """A model (often one a pass just produced) fails the format's checker, type inference or compilation."""
+
+
 class GateFailed(Exception):
     """A verification gate failed under ``--on-fail stop``. CLI exit code 1; nothing is written."""
 

@@ -7,10 +7,9 @@ Two halves:
   semantics (:func:`interp_matrix`), how far a mode swap moves the sampling grid (:func:`grid_shift`), and
   the fixed-weight **depthwise transposed-convolution plan** that reproduces bilinear upsampling by an
   integer factor exactly (:func:`linear_stencil`, :func:`deconv_plan`).
-* **Sites**: ONNX ``Resize``/``Upsample`` and OpenVINO ``Interpolate`` (v1/v4/v11) parsed into one
-  :class:`InterpSite` (mode, coordinate mode, scales, shapes, channels) that both passes read, whatever the
-  exporter (TorchScript opset 11 with a Constant empty roi, opset 13+ without roi, dynamo with initializer
-  scales and antialias/keep_aspect_ratio_policy, scales or constant/computed sizes).
+* **Sites**: the graph view's resize nodes (ONNX ``Resize``/``Upsample``, OpenVINO ``Interpolate`` v1/v4/v11,
+  parsed by the view's backends whatever the exporter) as one :class:`InterpSite` (mode, coordinate mode,
+  scales, shapes, channels) that both passes read.
 
 Why the deconv plan is exact. With an integer scale ``s`` and asymmetric or half-pixel coordinates, output
 sample ``o`` reads input coordinate ``c(o) = (o + δ) / s`` (``δ = 0`` asymmetric, ``(1 - s) / 2``
@@ -31,11 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from .errors import RewriteError
-from .model import ModelHandle, ir_const
+from .graph import GraphView, Node
+from .model import ModelHandle
 
 # Coordinate modes whose integer-scale linear upsampling is a fixed stencil (interp_deconv can replace it).
 # pytorch_half_pixel and half_pixel_symmetric equal half_pixel whenever the scale is an integer.
@@ -198,9 +196,9 @@ def deconv_plan(scales: Sequence[int], mode: str) -> DeconvPlan:
 # ---- sites -----------------------------------------------------------------------------------------------
 @dataclass
 class InterpSite:
-    """One resize/interpolate node, format-free. ``ref`` is the ONNX ``NodeProto`` or OpenVINO node."""
+    """One resize/interpolate node, format-free. ``ref`` is the graph view's node."""
 
-    name: str
+    name: str  # the view's node id
     op: str  # "Resize", "Upsample" or "Interpolate"
     version: str  # "opset11" (ONNX default-domain opset / OpenVINO op version)
     mode: str  # "linear" for every linear spelling, else the op's own (nearest, cubic, ...)
@@ -284,218 +282,25 @@ def deconv_blocker(site: InterpSite) -> str | None:
 
 def find_sites(model: ModelHandle) -> list[InterpSite]:
     """Every resize/interpolate site of the model, in graph order."""
-    return onnx_sites(model.onnx) if model.format == "onnx" else ir_sites(model.ov)
+    from .graph import view
+
+    return sites(view(model))
 
 
-# ---- ONNX ------------------------------------------------------------------------------------------------
-def onnx_opset(model: onnx.ModelProto) -> int:
-    """Default-domain opset of the model."""
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 1
+def sites(v: GraphView) -> list[InterpSite]:
+    """Every resize/interpolate node of a graph view as an :class:`InterpSite`, in graph order."""
+    return [site_of(v, n) for n in v.of_kind("resize")]
 
 
-def onnx_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """{tensor name: value} for initializers and Constant node outputs."""
-    out = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type != "Constant" or not n.output:
-            continue
-        for a in n.attribute:
-            if a.name == "value":
-                out[n.output[0]] = numpy_helper.to_array(a.t)
-            elif a.name in ("value_float", "value_int"):
-                out[n.output[0]] = np.array(onnx.helper.get_attribute_value(a))
-            elif a.name in ("value_floats", "value_ints"):
-                out[n.output[0]] = np.array(list(onnx.helper.get_attribute_value(a)))
-    return out
-
-
-def onnx_shapes(model: onnx.ModelProto) -> dict[str, tuple[list[int | None], int]]:
-    """{tensor name: (shape with None for unknown dims, elem type)} from shape inference with data
-    propagation (resolves sizes computed by Shape → Slice → Concat chains); empty if inference fails."""
-    if model.ByteSize() > 1_800_000_000:
-        return {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # noqa: BLE001 - inference is a best effort; sites then report unknown shapes
-        return {}
-    out = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
-            out[vi.name] = (None, tt.elem_type)
-            continue
-        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
-        out[vi.name] = (shape, tt.elem_type)
-    return out
-
-
-def onnx_sites(model: onnx.ModelProto) -> list[InterpSite]:
-    """Parse every ``Resize`` and ``Upsample`` node of an ONNX model."""
-    nodes = [n for n in model.graph.node if n.op_type in ("Resize", "Upsample") and n.domain in ("", "ai.onnx")]
-    if not nodes:
-        return []
-    opset = onnx_opset(model)
-    consts = onnx_constants(model)
-    shapes = onnx_shapes(model)
-    sites = [_onnx_site(n, opset, consts, shapes) for n in nodes]
-    if any(not _static(s.input_shape) or not _static(s.output_shape) for s in sites):
-        # ONNX inference gives up behind computed Pad chains (TF "same" padding); OpenVINO folds them
-        ov_shapes = {k: (v, shapes.get(k, (None, 0))[1]) for k, v in _ov_tensor_shapes(model).items()}
-        shapes = {**shapes, **ov_shapes}
-        sites = [_onnx_site(n, opset, consts, shapes) for n in nodes]
-    return sites
-
-
-def _static(shape: list[int | None] | None) -> bool:
-    return shape is not None and all(d is not None for d in shape)
-
-
-def _ov_tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """{tensor name: static shape} as OpenVINO infers them for the ONNX model (best effort)."""
-    try:
-        ov_model = ModelHandle(model).ov_model()
-    except Exception:  # noqa: BLE001 - a model OpenVINO cannot read simply keeps the ONNX shapes
-        return {}
-    out = {}
-    for op in ov_model.get_ops():
-        for port in op.outputs():
-            shape = _ps(port.get_partial_shape())
-            if _static(shape):
-                for name in port.get_names():
-                    out[name] = shape
-    return out
-
-
-def _onnx_site(n: onnx.NodeProto, opset: int, consts: dict, shapes: dict) -> InterpSite:
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-    in_shape, elem = shapes.get(n.input[0], (None, 0))
-    out_shape = shapes.get(n.output[0], (None, 0))[0] if n.output else None
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else None
-    raw_mode = attrs.get("mode", "nearest")
-    legacy = n.op_type == "Upsample" or opset < 11
-    coord = "asymmetric" if legacy else attrs.get("coordinate_transformation_mode", "half_pixel")
-
-    def const(i: int) -> np.ndarray | None:
-        if len(n.input) <= i or not n.input[i]:
-            return None
-        v = consts.get(n.input[i])
-        return None if v is None or v.size == 0 else v
-
-    if n.op_type == "Upsample":
-        scales_in = const(1) if len(n.input) > 1 else np.array(attrs.get("scales", []) or [], np.float64)
-        sizes_in = None
-    elif opset < 11:
-        scales_in, sizes_in = const(1), None
-    else:
-        scales_in, sizes_in = const(2), const(3)
-    has_sizes_input = n.op_type == "Resize" and opset >= 11 and len(n.input) > 3 and bool(n.input[3])
-    rank = len(in_shape) if in_shape is not None else None
-    axes = attrs.get("axes")
-    scales: list[float] | None = None
-    if scales_in is not None and scales_in.size:
-        scales = _full_rank(scales_in.astype(np.float64).tolist(), axes, rank, 1.0)
-    elif in_shape is not None:
-        if sizes_in is not None and attrs.get("keep_aspect_ratio_policy", "stretch") == "stretch":
-            sizes = _full_rank(sizes_in.astype(np.int64).tolist(), axes, rank, None)
-            if sizes is not None:
-                sizes = [in_shape[i] if v is None else v for i, v in enumerate(sizes)]
-                out_shape = out_shape or sizes
-        if out_shape is not None and all(v is not None for v in (*in_shape, *out_shape)):
-            scales = [o / i for o, i in zip(out_shape, in_shape)]
+def site_of(v: GraphView, node: Node) -> InterpSite:
+    """One resize node of the view, format-free."""
+    info = node.attrs["resize"].get()
+    in_shape, out_shape = v.shape(node.inputs[0]), v.shape(node.outputs[0])
     ch = in_shape[1] if in_shape is not None and len(in_shape) > 1 else None
-    extra = {"raw_mode": raw_mode, "antialias": attrs.get("antialias", 0),
-             "keep_aspect_ratio_policy": attrs.get("keep_aspect_ratio_policy"),
-             "exclude_outside": attrs.get("exclude_outside", 0), "axes": list(axes) if axes else None}
-    return InterpSite(name=n.name, op=n.op_type, version=f"opset{opset}", mode=_LINEAR.get(raw_mode, raw_mode),
-                      coordinate_mode=coord, mode_fixed=legacy, input_shape=in_shape, output_shape=out_shape,
-                      scales=scales, scale_source="sizes" if has_sizes_input and scales_in is None else "scales",
-                      channels=ch, dtype=dtype, attrs=extra, ref=n)
-
-
-def _full_rank(values: list, axes, rank: int | None, fill) -> list | None:
-    """Expand per-``axes`` values (Resize-18 ``axes``) to one per axis; None if the rank is unknown."""
-    if not axes:
-        return list(values)
-    if rank is None:
-        return None
-    out = [fill] * rank
-    for a, v in zip(axes, values):
-        out[a % rank] = v
-    return out
-
-
-# ---- OpenVINO IR ------------------------------------------------------------------------------------------
-def ir_sites(model) -> list[InterpSite]:
-    """Parse every ``Interpolate`` (v1, v4, v11) of an ``openvino.Model``."""
-    return [_ir_site(op) for op in model.get_ordered_ops() if op.get_type_name() == "Interpolate"]
-
-
-def _ir_site(op) -> InterpSite:
-    version = op.get_type_info().version_id
-    attrs = op.get_attributes()
-    in_ps = op.get_input_partial_shape(0)
-    out_ps = op.get_output_partial_shape(0)
-    in_shape = _ps(in_ps)
-    out_shape = _ps(out_ps)
-    rank = len(in_shape) if in_shape is not None else None
-    dtype = np.dtype(op.get_input_element_type(0).to_dtype())
-    raw_mode = attrs.get("mode", "nearest")
-
-    def const(i: int) -> np.ndarray | None:
-        if op.get_input_size() <= i:
-            return None
-        return ir_const(op.input_value(i).get_node())
-
-    scales: list[float] | None = None
-    if version == "opset1":  # legacy: align_corners flag, sizes input; linear without it is asymmetric-like
-        coord = "align_corners" if attrs.get("align_corners") else "asymmetric"
-        axes = list(attrs.get("axes", []))
-        calc, values = "sizes", const(1)
-        extra_pads = (list(attrs.get("pads_begin", [])), list(attrs.get("pads_end", [])))
-    else:
-        coord = attrs.get("coordinate_transformation_mode", "half_pixel")
-        calc = attrs.get("shape_calculation_mode", "sizes")
-        if version == "opset4":
-            values = const(2) if calc == "scales" else const(1)
-            axes_v = const(3)
-        else:
-            values = const(1)
-            axes_v = const(2)
-        axes = None if axes_v is None else axes_v.astype(np.int64).tolist()
-        extra_pads = (list(attrs.get("pads_begin", [])), list(attrs.get("pads_end", [])))
-    if calc == "scales" and values is not None:
-        scales = _full_rank(values.astype(np.float64).tolist(), axes, rank, 1.0)
-        if scales is not None and rank is not None and len(scales) != rank:
-            scales = None
-    if scales is None and in_shape is not None and out_shape is not None \
-            and all(v is not None for v in (*in_shape, *out_shape)):
-        scales = [o / i for o, i in zip(out_shape, in_shape)]
-    pads_b, pads_e = extra_pads
-    extra = {"raw_mode": raw_mode, "antialias": int(bool(attrs.get("antialias", False))),
-             "pads_begin": pads_b if any(pads_b) else [], "pads_end": pads_e if any(pads_e) else []}
-    ch = in_shape[1] if in_shape is not None and len(in_shape) > 1 else _static_dim(in_ps, 1)
-    return InterpSite(name=op.get_friendly_name(), op="Interpolate", version=version,
-                      mode=_LINEAR.get(raw_mode, raw_mode), coordinate_mode=coord, mode_fixed=version == "opset1",
-                      input_shape=in_shape, output_shape=out_shape, scales=scales, scale_source=calc,
-                      channels=ch, dtype=dtype, attrs=extra, ref=op)
-
-
-def _ps(ps) -> list[int | None] | None:
-    if ps.rank.is_dynamic:
-        return None
-    return [d.get_length() if d.is_static else None for d in ps]
-
-
-def _static_dim(ps, i: int) -> int | None:
-    if ps.rank.is_dynamic or len(ps) <= i:
-        return None
-    d = ps[i]
-    return d.get_length() if d.is_static else None
+    return InterpSite(name=node.id, op=node.op_type, version=node.version, mode=info.mode,
+                      coordinate_mode=info.coordinate_mode, mode_fixed=info.mode_fixed, input_shape=in_shape,
+                      output_shape=out_shape, scales=info.scales, scale_source=info.scale_source, channels=ch,
+                      dtype=v.dtype(node.inputs[0]), attrs=dict(info.extra), ref=node)
 
 
 # ---- shared by both passes: node-name selection ---------------------------------------------------------------

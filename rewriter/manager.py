@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import GateFailed, RewriteError
+from . import engine
+from .errors import GateFailed, InvalidGraph, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
 from .passbase import Pass, PassContext, build_passes, check_order
@@ -38,25 +40,30 @@ def _resolve_passes(passes: str | list, opts: dict | None) -> list[Pass]:
 
 
 def explain(model: Any, passes: str | list, *, opts: dict | None = None, calib: str | None = None,
-            targets: tuple[str, ...] = TARGETS, seed: int = 0) -> dict:
+            targets: tuple[str, ...] = TARGETS, seed: int = 0,
+            input_shape: str | dict[str, list[int]] | None = None) -> dict:
     """Dry run: every candidate site of every pass and why it would or would not change. Writes nothing.
 
     Later passes are matched on the model as the earlier ones would leave it (applied to a copy,
     without verification); a quantizing pass is only matched.
     """
+    from .graph import parse_input_shape
+
     handle = ModelHandle.load(model)
     plist = _resolve_passes(passes, opts)
-    ctx = PassContext(calib_dir=calib, targets=tuple(targets), seed=seed, original=handle)
+    ctx = PassContext(calib_dir=calib, targets=tuple(targets), seed=seed, original=handle,
+                      input_shape=parse_input_shape(input_shape, handle))
     current = handle.clone()
     out = {"input": handle.name, "format": handle.format, "passes": []}
     for i, p in enumerate(plist):
         _check_format(p, current)
-        sites = p.match(current, ctx)
-        out["passes"].append({"name": p.name, "exact": p.is_exact(), "options": p.opts,
+        sites = engine.plan(current, p, ctx)
+        out["passes"].append({"name": p.name, "exact": p.exact_for([s for s in sites if s.will_change])
+                              if any(s.will_change for s in sites) else p.is_exact(), "options": p.opts,
                               "sites": [s.to_json() for s in sites],
                               "sites_to_change": sum(s.will_change for s in sites)})
         if i < len(plist) - 1 and not p.quantizes and any(s.will_change for s in sites):
-            p.apply(current, ctx)
+            engine.apply_pass(current, p, replace(ctx, dry_run=True))
     return out
 
 
@@ -65,7 +72,8 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             targets: tuple[str, ...] | list[str] = TARGETS, verify: bool = True, on_fail: str = "rollback",
             budget: dict | str | None = None, tol: float | None = None, check_runtime: str = "ov",
             measure: bool = False, seed: int = 0, compress_to_fp16: bool = False, verbosity: int = 0,
-            locate: bool = True, progress: Callable[[str], None] | None = None) -> tuple[ModelHandle, dict]:
+            locate: bool = True, progress: Callable[[str], None] | None = None,
+            input_shape: str | dict[str, list[int]] | None = None) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
@@ -89,8 +97,10 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
         from .verify import parse_budget
 
         budget = parse_budget(budget)
+    from .graph import parse_input_shape
+
     ctx = PassContext(calib_dir=calib, images_dir=images or calib, targets=targets, seed=seed,
-                      original=original, verbosity=verbosity)
+                      original=original, verbosity=verbosity, input_shape=parse_input_shape(input_shape, original))
     report: dict[str, Any] = {"input": original.name, "output": None, "format": original.format,
                               "output_format": to or original.format, "passes": [], "notes": [],
                               "targets": list(targets)}
@@ -144,18 +154,14 @@ def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_
                              "first_divergence": None, "notes": [], "extra": {}}
     t0 = time.perf_counter()
     try:
-        result = p.apply(after, ctx)
-        entry.update(sites_changed=result.sites_changed, sites=[s.to_json() for s in result.sites],
+        result = engine.apply_pass(after, p, ctx)  # validates what it changed
+        entry.update(sites_changed=result.sites_changed, sites=[s.to_json() for s in result.decisions],
                      notes=list(result.notes), extra=_jsonable(result.extra),
-                     exact=p.is_exact())  # exactness may depend on what apply chose (e.g. dwpw at full rank)
+                     exact=result.exact)  # exactness may depend on what the pass chose (e.g. dwpw at full rank)
         if result.sites_changed:
-            after.validate()
             entry["status"] = "applied"
-    except RewriteError as e:
-        if "invalid" in str(e) or "cannot compile" in str(e):  # the pass produced a broken graph
-            entry.update(status="failed", error=f"pass {p.name} produced an invalid model: {e}")
-        else:
-            raise
+    except InvalidGraph as e:  # the pass produced a broken graph
+        entry.update(status="failed", error=f"pass {p.name} produced an invalid model: {e}")
     except Exception as e:  # a bug in a pass must not lose the user's run: report it and roll back
         entry.update(status="failed", error=f"pass {p.name} crashed: {type(e).__name__}: {e}",
                      traceback=traceback.format_exc(limit=5))
@@ -169,7 +175,7 @@ def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_
         from .verify import check_pass
 
         t1 = time.perf_counter()
-        gate = check_pass(before, after, exact=p.is_exact(), images=ctx.images_dir, budget=budget, tol=tol,
+        gate = check_pass(before, after, exact=entry["exact"], images=ctx.images_dir, budget=budget, tol=tol,
                           runtime=runtime, seed=ctx.seed)
         entry["fidelity"] = _jsonable(gate)
         entry["verify_seconds"] = round(time.perf_counter() - t1, 3)

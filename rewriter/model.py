@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .errors import RewriteError
+from .errors import InvalidGraph, RewriteError
 
 TAG_KEY = "rewriter.pass"  # ONNX NodeProto.metadata_props key naming the pass that made the node
+SITE_KEY = "rewriter.site"  # ONNX NodeProto.metadata_props key naming the site (decision) it belongs to
 IR_TAGS = "rewriter_tags"  # OpenVINO model rt_info section: {friendly_name: pass name}
+IR_SITES = "rewriter_sites"  # OpenVINO model rt_info section: {friendly_name: site id}
 
 _CORE = None
 
@@ -51,6 +53,13 @@ class ModelHandle:
             self.ov = model
         self.source = source
         self.external_data = external_data
+        self.version = 0  # bumped by every edit: the cached graph view (rewriter.graph.view) is per version
+        self._view: tuple | None = None
+
+    def touch(self) -> None:
+        """Mark the model as edited (drops the cached graph view)."""
+        self.version += 1
+        self._view = None
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -97,11 +106,12 @@ class ModelHandle:
 
     def set_onnx(self, model: onnx.ModelProto) -> None:
         """Replace the ONNX model (e.g. after ``gs.export_onnx``), keeping node tags made so far."""
-        tags = self.tags()
+        tags, sites = self.tags(), self.site_tags()
         self.onnx = model
+        self.touch()
         for node in model.graph.node:
             if node.name in tags and not _onnx_tag(node):
-                _set_onnx_tag(node, tags[node.name])
+                _set_onnx_tag(node, tags[node.name], sites.get(node.name))
 
     def ov_model(self):
         """An ``openvino.Model`` of this model (converted from ONNX when needed; do not edit it)."""
@@ -122,27 +132,38 @@ class ModelHandle:
         return h
 
     # ---- pass tags -----------------------------------------------------------------------------------
-    def tag(self, node_names: list[str] | set[str], pass_name: str) -> None:
-        """Mark nodes as made by ``pass_name`` (ONNX node metadata / IR model rt_info)."""
+    def tag(self, node_names: list[str] | set[str], pass_name: str, site: str | None = None) -> None:
+        """Mark nodes as made by ``pass_name`` for ``site`` (ONNX node metadata / IR model rt_info)."""
         names = set(node_names)
         if self.format == "onnx":
             for node in self.onnx.graph.node:
                 if node.name in names:
-                    _set_onnx_tag(node, pass_name)
+                    _set_onnx_tag(node, pass_name, site)
         else:
+            ops = {op.get_friendly_name(): op for op in self.ov.get_ops()} if names else {}
             for n in names:
                 self.ov.set_rt_info(pass_name, [IR_TAGS, n])
-                for op in self.ov.get_ops():
-                    if op.get_friendly_name() == n:
-                        op.get_rt_info()[TAG_KEY] = pass_name
+                if site is not None:
+                    self.ov.set_rt_info(site, [IR_SITES, n])
+                if n in ops:
+                    ops[n].get_rt_info()[TAG_KEY] = pass_name
 
     def tags(self) -> dict[str, str]:
         """{node name: pass name} for every tagged node."""
         if self.format == "onnx":
             return {n.name: t for n in self.onnx.graph.node if (t := _onnx_tag(n))}
+        return self._ir_section(IR_TAGS)
+
+    def site_tags(self) -> dict[str, str]:
+        """{node name: site id} for every node tagged with the site it was made for."""
+        if self.format == "onnx":
+            return {n.name: t for n in self.onnx.graph.node if (t := _onnx_tag(n, SITE_KEY))}
+        return self._ir_section(IR_SITES)
+
+    def _ir_section(self, key: str) -> dict[str, str]:
         out: dict[str, str] = {}
-        if self.ov.has_rt_info([IR_TAGS]):
-            section = self.ov.get_rt_info()[IR_TAGS]
+        if self.ov.has_rt_info([key]):
+            section = self.ov.get_rt_info()[key]
             try:
                 items = section.value.items() if hasattr(section, "value") else section.items()
             except AttributeError:
@@ -206,19 +227,19 @@ class ModelHandle:
                         onnx.save(self.onnx, str(p), save_as_external_data=True)
                         onnx.checker.check_model(str(p))
             except Exception as e:  # onnx raises several types; all mean "invalid graph"
-                raise RewriteError(f"{self.name}: invalid ONNX graph: {_first_line(e)}") from e
+                raise InvalidGraph(f"{self.name}: invalid ONNX graph: {_first_line(e)}") from e
             if compile_cpu:
                 try:
                     ov_core().compile_model(self.ov_model(), "CPU")
                 except Exception as e:
-                    raise RewriteError(f"{self.name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+                    raise InvalidGraph(f"{self.name}: OpenVINO cannot compile it: {_first_line(e)}") from e
         else:
             try:
                 self.ov.validate_nodes_and_infer_types()
                 if compile_cpu:
                     ov_core().compile_model(self.ov, "CPU")
             except Exception as e:
-                raise RewriteError(f"{self.name}: invalid OpenVINO model: {_first_line(e)}") from e
+                raise InvalidGraph(f"{self.name}: invalid OpenVINO model: {_first_line(e)}") from e
 
     # ---- saving --------------------------------------------------------------------------------------
     def default_output(self, to: str | None = None) -> Path:
@@ -261,6 +282,8 @@ class ModelHandle:
                 if self.format == "onnx":
                     for node, pass_name in self.tags().items():
                         model.set_rt_info(pass_name, [IR_TAGS, node])
+                    for node, site in self.site_tags().items():
+                        model.set_rt_info(site, [IR_SITES, node])
                 ov.save_model(model, str(t), compress_to_fp16=compress_to_fp16)
                 moved = [(t.with_suffix(".bin"), path.with_suffix(".bin")), (t, path)]
             for a, b in moved:  # weights first, so a visible .xml/.onnx always has its data
@@ -302,20 +325,24 @@ def _copy_proto(m: onnx.ModelProto) -> onnx.ModelProto:
     return c
 
 
-def _onnx_tag(node: onnx.NodeProto) -> str | None:
+def _onnx_tag(node: onnx.NodeProto, key: str = TAG_KEY) -> str | None:
     for p in node.metadata_props:
-        if p.key == TAG_KEY:
+        if p.key == key:
             return p.value
     return None
 
 
-def _set_onnx_tag(node: onnx.NodeProto, pass_name: str) -> None:
-    for p in node.metadata_props:
-        if p.key == TAG_KEY:
-            p.value = pass_name
-            return
-    e = node.metadata_props.add()
-    e.key, e.value = TAG_KEY, pass_name
+def _set_onnx_tag(node: onnx.NodeProto, pass_name: str, site: str | None = None) -> None:
+    for key, value in ((TAG_KEY, pass_name), (SITE_KEY, site)):
+        if value is None:
+            continue
+        for p in node.metadata_props:
+            if p.key == key:
+                p.value = value
+                break
+        else:
+            e = node.metadata_props.add()
+            e.key, e.value = key, value
 
 
 def _load_onnx(path: Path) -> tuple[onnx.ModelProto, bool]:

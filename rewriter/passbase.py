@@ -1,22 +1,27 @@
 """Pass interface and registry.
 
 A pass registers under its name with its option schema (Olive style), so the CLI lists passes and their
-options without a hand-kept table. Each pass: ``match`` lists every candidate site with "will change" or the
-reason it won't (that is ``--explain``); ``apply`` edits the handle in place and returns what it changed.
-A pass never measures latency and never prints: the manager and the report do.
+options without a hand-kept table. A pass ``plan``s one :class:`Decision` per candidate site on a format-free
+:class:`~rewriter.graph.GraphView` (the choices it has, the default, and why: that is ``--explain``) and
+``emit``s one site through a format-free :class:`~rewriter.graph.Editor`; ``rewriter.engine`` selects,
+emits, tags, validates and assembles the :class:`PassResult`. A pass never measures latency and never prints.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import RewriteError
 from .model import ModelHandle
 
+if TYPE_CHECKING:
+    from .graph import Editor, GraphView
+
 WILL_CHANGE = "will change"
+KEEP = "keep"
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Option:
         """Convert a command-line string (or a Python value) to the option's type, or raise RewriteError."""
         if not isinstance(raw, str):
             value = raw
-        elif raw.lower() in ("none", "") and self.default is None:
+        elif raw.lower() in ("none", "") and (self.default is None or _allows_none(self.type)):
             value = None
         else:
             value = _convert(pass_name, key, raw, self.type)
@@ -40,6 +45,10 @@ class Option:
             raise RewriteError(f"option {pass_name}.{key}={raw!r}: must be one of "
                                f"{', '.join(map(str, self.choices))}")
         return value
+
+
+def _allows_none(typ: type | tuple) -> bool:
+    return isinstance(typ, tuple) and type(None) in typ
 
 
 def _convert(pass_name: str, key: str, raw: str, typ: type | tuple) -> Any:
@@ -58,45 +67,106 @@ def _convert(pass_name: str, key: str, raw: str, typ: type | tuple) -> Any:
             return t(raw)
         except (TypeError, ValueError):
             continue
-    names = " or ".join(t.__name__ for t in types)
+    names = " or ".join(t.__name__ for t in types if t is not type(None))
     raise RewriteError(f"option {pass_name}.{key}={raw!r}: expected {names}")
 
 
-@dataclass
-class Site:
-    """One candidate site of a pass: a node, and whether (and why not) it is rewritten."""
+class Config(dict):
+    """A pass's options after parsing: read-only (``cfg["rank"]`` or ``cfg.rank``); equal to a plain dict."""
 
-    node: str
+    def _frozen(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("pass options are frozen; build a new pass with other options")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _frozen  # type: ignore[assignment]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(key) from e
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.items())))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a pass does at one site: the choices it has, the one taken, and why (that is ``--explain``).
+
+    ``site`` is the graph view's id of the site's anchor node; ``choices[0]`` is always KEEP.
+    """
+
+    site: str
+    pass_name: str
     op: str
-    decision: str  # WILL_CHANGE, or the reason it won't
+    choices: tuple[str, ...]
+    choice: str
+    reason: str
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def will_change(self) -> bool:
-        return self.decision == WILL_CHANGE
+        return self.choice != KEEP
+
+    @property
+    def node(self) -> str:
+        """The anchor node's id (the report's ``node`` key)."""
+        return self.site
+
+    @property
+    def decision(self) -> str:
+        """WILL_CHANGE, or the reason the site stays (the report's ``decision`` key)."""
+        return WILL_CHANGE if self.will_change else self.reason
+
+    def with_choice(self, choice: str, reason: str, **details: Any) -> Decision:
+        """A copy taking ``choice`` for ``reason`` (details merged)."""
+        return replace(self, choice=choice, reason=reason, details={**self.details, **details})
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["will_change"] = self.will_change
-        return d
+        return {"node": self.node, "op": self.op, "decision": self.decision, "details": dict(self.details),
+                "will_change": self.will_change, "site": self.site, "choice": self.choice,
+                "choices": list(self.choices), "reason": self.reason}
+
+
+def keep(site: str, pass_name: str, op: str, reason: str, details: dict[str, Any] | None = None,
+         choices: tuple[str, ...] = (KEEP,)) -> Decision:
+    """A decision that leaves the site unchanged (with the choices it could still be forced to)."""
+    return Decision(site, pass_name, op, choices, KEEP, reason, dict(details or {}))
 
 
 @dataclass
 class PassResult:
-    """What ``apply`` did: sites (with decisions), new/changed node names, notes for the report."""
+    """What ``engine.apply_pass`` did: per-site decisions, tagged nodes, notes, report data, exactness."""
 
-    sites: list[Site]
+    decisions: list[Decision]
     new_nodes: list[str] = field(default_factory=list)  # nodes the pass created or modified (tagged)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # pass-specific report data (per-site errors, ...)
+    exact: bool = False  # whether the rewritten model must reproduce the output to float tolerance
+
+    @property
+    def sites(self) -> list[Decision]:
+        return self.decisions
 
     @property
     def sites_changed(self) -> int:
-        return sum(s.will_change for s in self.sites)
+        return sum(d.will_change for d in self.decisions)
+
+
+@dataclass
+class Outcome:
+    """What a pass's ``finish`` / ``emit_all`` reports back to the engine."""
+
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    decisions: list[Decision] | None = None  # final decisions when the whole-model step changed them
+    modified: list[str] = field(default_factory=list)  # further nodes it changed (tagged with the pass)
 
 
 class Pass:
-    """Base class. Subclasses set the class attributes and implement ``match`` and ``apply``."""
+    """Base class. A pass plans (``plan``: one Decision per candidate site) and emits (``emit``: one site
+    through a format-free editor). A whole-model pass (NNCF) implements ``emit_all`` instead. The engine
+    (``rewriter.engine``) selects, emits, tags, validates and assembles the result."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -106,26 +176,58 @@ class Pass:
     options: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, **opts: Any):
-        self.opts: dict[str, Any] = {k: o.default for k, o in self.options.items()}
+        values = {k: o.default for k, o in self.options.items()}
         for k, v in opts.items():
             if k not in self.options:
                 known = ", ".join(sorted(self.options)) or "none"
                 raise RewriteError(f"pass {self.name} has no option '{k}' (options: {known})")
-            self.opts[k] = self.options[k].parse(self.name, k, v)
+            values[k] = self.options[k].parse(self.name, k, v)
+        self.opts = Config(values)
         self.check_options()
 
     def check_options(self) -> None:
-        """Validate option combinations; raise RewriteError with a clear message."""
+        """Validate option combinations; raise RewriteError with a clear message. Must not mutate."""
 
     def is_exact(self) -> bool:
-        """Whether this configured instance must reproduce the output to float tolerance."""
+        """Whether this configured pass is exact before knowing its decisions (the class default)."""
         return self.exact
 
-    def match(self, model: ModelHandle, ctx: PassContext) -> list[Site]:
+    def exact_for(self, changed: list[Decision]) -> bool:
+        """Whether emitting ``changed`` reproduces the output to float tolerance."""
+        return self.exact
+
+    # ---- what a pass implements --------------------------------------------------------------------------
+    def plan(self, view: GraphView, ctx: PassContext) -> list[Decision]:
+        """One Decision per candidate site, in graph order. Never edits."""
         raise NotImplementedError
 
-    def apply(self, model: ModelHandle, ctx: PassContext) -> PassResult:
+    def emit(self, decision: Decision, editor: Editor, ctx: PassContext) -> None:
+        """Rewrite one site as ``decision.choice`` says, through ``editor``."""
         raise NotImplementedError
+
+    emit_all: Any = None  # whole-model passes: emit_all(decisions, model, ctx) -> Outcome
+
+    def needs_reference(self, changed: list[Decision], ctx: PassContext) -> bool:
+        """Whether ``finish`` needs a copy of the model as it was before the pass."""
+        return False
+
+    def finish(self, changed: list[Decision], editor: Editor, ctx: PassContext,
+               reference: ModelHandle | None) -> Outcome | None:
+        """Data-dependent work after every site is emitted (refits); skipped when ``ctx.dry_run``."""
+        return None
+
+    # ---- conveniences (the engine does the work) ------------------------------------------------------------
+    def match(self, model: ModelHandle, ctx: PassContext) -> list[Decision]:
+        """``engine.plan``: every candidate site and what the pass would do there."""
+        from .engine import plan
+
+        return plan(model, self, ctx)
+
+    def apply(self, model: ModelHandle, ctx: PassContext, selection: dict[str, str] | None = None) -> PassResult:
+        """``engine.apply_pass``: rewrite ``model`` in place."""
+        from .engine import apply_pass
+
+        return apply_pass(model, self, ctx, selection)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "exact": self.exact,
@@ -145,6 +247,9 @@ class PassContext:
     seed: int = 0
     verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
     original: ModelHandle | None = None  # the model as loaded, before any pass
+    input_shape: dict[str, list[int]] | None = None  # --input-shape: pins dynamic input dims
+    dry_run: bool = False  # planning: emit without data-dependent work (refit, NNCF)
+    splits: Any = None  # rewriter.inputs.Splits when the manager made them
     _calib_cache: dict = field(default_factory=dict)
 
     def calibration(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto",

@@ -448,3 +448,136 @@ def _solve_depthwise(x: np.ndarray, y: np.ndarray, w: np.ndarray, d0: np.ndarray
         p = res + (rs_new / rs) * p
         rs = rs_new
     return d
+
+
+# ---- site-by-site refit of depthwise + pointwise pairs ----------------------------------------------------------
+@dataclass
+class PairSite:
+    """One factorised conv to refit: where its target and input are, and its (updated) factorisation."""
+
+    key: str  # the site id; the pair's nodes are ``<key>/dw``.. and ``<key>/pw``
+    y_tap: str  # the original conv's output on the reference model
+    dw_node: str  # the (first) depthwise node on the rewritten model: its input is the pair's input
+    geometry: ConvGeometry
+    fact: object  # rewriter.lowrank.Factorisation (refit in place)
+    bias: np.ndarray | None
+    details: dict
+    out_hw: tuple[int, int] | None = None
+    refit_bias: np.ndarray | None = None
+
+
+def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samples: int, positions: int,
+                depthwise_iters: int, write: Callable) -> list[str]:
+    """Refit every pair site by site, in waves of mutually independent sites, on the rewritten model's inputs.
+
+    Targets (each original conv's output on the reference model) are captured in one run; each wave captures
+    its pairs' inputs on the model as rewritten so far, so a refit also absorbs the earlier sites' changes.
+    ``write(editor, site)`` stages a site's new weights. Returns notes for the report.
+    """
+    from .graph import view
+
+    calib = ctx.calibration(reference)
+    feeds = calib.feeds[:samples]
+    notes = list(calib.notes)
+    if not calib.is_images:
+        notes.append("dwpw refit used seeded random inputs (the model input is not an image): layer "
+                     "errors below are on random data")
+    n = len(feeds)
+    fit_n, held_n = positions, max(256, positions // 2)
+    pos = {}
+    for i, s in enumerate(sites):
+        out_hw = s.out_hw or capture(reference, [feeds[0]], [s.y_tap])[s.y_tap].shape[2:]
+        pos[s.key] = split_positions(n, tuple(out_hw), fit_n, held_n, seed=ctx.seed + i)
+    by_out = {s.y_tap: s for s in sites}
+    targets = _Samples(pos)
+    capture(reference, feeds, list(by_out),
+            reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)))
+    deps = _dependencies(view(reference), [s.key for s in sites])
+    done: set[str] = set()
+    while len(done) < len(sites):
+        wave = [s for s in sites if s.key not in done and deps[s.key] <= done]
+        if not wave:  # cannot happen in a DAG; refit the rest together rather than loop forever
+            wave = [s for s in sites if s.key not in done]
+        v = view(editor.handle)
+        by_in: dict[str, list[PairSite]] = {}
+        for s in wave:  # convs may share an input tensor
+            by_in.setdefault(v.node(s.dw_node).inputs[0], []).append(s)
+        inputs = _Samples(pos)
+
+        def pick(tap, k, x, by_in=by_in, inputs=inputs):
+            for s in by_in[tap]:
+                g = s.geometry
+                inputs.add(s.key, k, lambda r, g=g: im2col(x, g.kernel, g.stride, g.dilation, g.pads, r))
+            return np.empty(0)
+
+        capture(editor.handle, feeds, list(by_in), reduce=pick)
+        for s in wave:
+            _refit_pair(s, inputs.get(s.key, "fit"), targets.get(s.key, "fit"), inputs.get(s.key, "held"),
+                        targets.get(s.key, "held"), depthwise_iters)
+            write(editor, s)
+            done.add(s.key)
+        editor.commit()
+    return notes
+
+
+def _dependencies(v, keys: list[str]) -> dict[str, set[str]]:
+    """{site: the sites among ``keys`` upstream of its input}."""
+    wanted = set(keys)
+    out = {}
+    for key in keys:
+        seen, found, stack = set(), set(), [v.node(key).inputs[0]]
+        while stack:
+            node = v.producer.get(stack.pop())
+            if node is None or node.id in seen:
+                continue
+            seen.add(node.id)
+            if node.id in wanted:
+                found.add(node.id)
+            stack.extend(t for t in node.inputs if t)
+        out[key] = found
+    return out
+
+
+class _Samples:
+    """Per-site fit / held-out samples, gathered feed by feed while a capture runs (memory stays bounded)."""
+
+    def __init__(self, pos: dict) -> None:
+        self.pos = pos
+        self.parts: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def add(self, key: str, k: int, take) -> np.ndarray:
+        fit, held = self.pos[key]
+        for part, rows in (("fit", fit), ("held", held)):
+            sel = rows[rows[:, 0] == k].copy()
+            sel[:, 0] = 0  # each feed is captured alone
+            self.parts.setdefault((key, part), []).append(take(sel))
+        return np.empty(0)  # capture itself keeps nothing
+
+    def get(self, key: str, part: str) -> np.ndarray:
+        return np.concatenate(self.parts[(key, part)])
+
+
+def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int) -> None:
+    f = s.fact
+    bias = s.bias if s.bias is not None else np.zeros(f.pw.shape[0], np.float32)
+    before = _pair_error(x_held, y_held, f.dw, f.pw, bias, f.rank)
+    dw, pw, b = refit_dwpw(x_fit, y_fit, f.dw, f.pw, bias, depthwise_iters=depthwise_iters)
+    after = _pair_error(x_held, y_held, dw, pw, b, f.rank)
+    d = s.details
+    d.update(error_svd=round(before, 6), refit_positions=[len(x_fit), len(x_held)])
+    if after < before:
+        f.dw, f.pw, s.refit_bias = dw, pw, b
+        d.update(error_refit=round(after, 6), refit="pointwise" + (
+            f"+depthwise ({depthwise_iters} ALS rounds)" if depthwise_iters else ""))
+    else:  # the held-out error says the fit overfitted: keep the SVD weights
+        s.refit_bias = None
+        d.update(error_refit=round(before, 6), refit="kept SVD weights (refit did not lower held-out error)")
+
+
+def _pair_error(x: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarray, b: np.ndarray | None,
+                rank: int) -> float:
+    p, cin = x.shape[:2]
+    z = np.einsum("pit,ijt->pij", x.reshape(p, cin, -1).astype(np.float64),
+                  dw.reshape(cin, rank, -1).astype(np.float64)).reshape(p, -1)
+    pred = z @ pw.reshape(pw.shape[0], -1).T.astype(np.float64)
+    return rel_l2(pred + (0 if b is None else b), y)
