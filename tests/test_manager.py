@@ -10,13 +10,13 @@ from conftest import make_tiny, sha256
 
 from rewriter import GateFailed, ModelHandle, RewriteError
 from rewriter.manager import explain, rewrite
-from rewriter.passbase import WILL_CHANGE, Option, Pass, PassContext, PassResult, Site, load_passes, register
+from rewriter.passbase import KEEP, WILL_CHANGE, Decision, Option, Pass, PassContext, load_passes, register
 from rewriter.runtime import run
 
 
 @register
 class _ScaleConv(Pass):
-    """Test-only corrupting pass: scales one conv's weights (ONNX and IR)."""
+    """Test-only corrupting pass: scales one conv's weights."""
 
     name = "_test_scale_conv"
     description = "test-only: scale the weights of a named conv"
@@ -24,23 +24,14 @@ class _ScaleConv(Pass):
     exact = True
     options = {"node": Option("conv1", str, "conv to scale"), "factor": Option(1.5, float, "scale factor")}
 
-    def match(self, model, ctx):
-        if model.format == "onnx":
-            convs = [n.name for n in model.onnx.graph.node if n.op_type == "Conv"]
-        else:
-            convs = [op.get_friendly_name() for op in model.ov.get_ops() if op.get_type_name() == "Convolution"]
-        return [Site(c, "Conv", WILL_CHANGE if c == self.opts["node"] else "not the named conv") for c in convs]
+    def plan(self, view, ctx):
+        return [Decision(n.id, self.name, n.kind, (KEEP, "scale"), "scale" if n.id == self.opts.node else KEEP,
+                         "named" if n.id == self.opts.node else "not the named conv")
+                for n in view.of_kind("conv", "pointwise", "depthwise", "grouped")]
 
-    def apply(self, model, ctx):
-        sites = self.match(model, ctx)
-        if model.format == "onnx":
-            from onnx import numpy_helper
-
-            node = next(n for n in model.onnx.graph.node if n.name == self.opts["node"])
-            init = next(i for i in model.onnx.graph.initializer if i.name == node.input[1])
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * self.opts["factor"], init.name))
-            model.tag([node.name], self.name)
-        return PassResult(sites, new_nodes=[self.opts["node"]])
+    def emit(self, decision, editor, ctx):
+        node = editor.view.node(decision.site)
+        editor.set_const(decision.site, 1, editor.view.weight(node) * self.opts.factor)
 
 
 @register
@@ -49,11 +40,8 @@ class _Nothing(Pass):
     description = "test-only: matches nothing"
     exact = True
 
-    def match(self, model, ctx):
+    def plan(self, view, ctx):
         return []
-
-    def apply(self, model, ctx):
-        return PassResult([])
 
 
 def test_no_op_pass_reports_zero_sites_and_writes_valid_model(tmp_path, tiny_onnx, tiny_ir):
