@@ -1,9 +1,10 @@
 """MiDaS NPU graph rewriter: apply passes to ONNX / OpenVINO IR models, verify, predict and measure latency."""
 
-from .errors import GateFailed, RewriteError
+from .errors import GateFailed, InvalidGraph, RewriteError
 from .model import ModelHandle
 
-__all__ = ["GateFailed", "ModelHandle", "RewriteError", "load", "rewrite", "verify", "diff"]
+__all__ = ["GateFailed", "InvalidGraph", "ModelHandle", "RewriteError", "diff_models", "load", "rewrite",
+           "verify_models"]
 __version__ = "0.1.0"
 
 
@@ -19,14 +20,14 @@ def rewrite(model, passes, **kwargs):
     return _rewrite(model, passes, **kwargs)
 
 
-def verify(before, after, **kwargs):
+def verify_models(before, after, **kwargs):
     """Compare two models on the same inputs; see ``rewriter.verify.verify_models``."""
     from .verify import verify_models
 
     return verify_models(before, after, **kwargs)
 
 
-def diff(a, b, **kwargs):
+def diff_models(a, b, **kwargs):
     """Structural diff of two models (any mix of ONNX and IR); see ``rewriter.diff.diff``."""
     from .diff import diff as _diff
 

@@ -1,22 +1,15 @@
-"""Let ``rewriter.verify(a, b)`` / ``rewriter.diff(a, b)`` stay callable once their submodules are imported.
+"""Retired: modules are no longer made callable.
 
-Importing ``rewriter.verify`` sets the package attribute ``verify`` to the module, replacing the library
-function of the same name; giving the module a ``__call__`` keeps both spellings working.
+``rewriter.verify`` and ``rewriter.diff`` are modules only; the library functions are
+``rewriter.verify_models`` and ``rewriter.diff_models`` (no name is both a module and a function).
+``make_module_callable`` stays as a no-op until ``verify.py`` and ``diff.py`` stop calling it.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
 
 def make_module_callable(module_name: str, func: Callable[..., Any]) -> None:
-    """Make ``sys.modules[module_name](...)`` call ``func(...)``."""
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return func(*args, **kwargs)
-
-    sys.modules[module_name].__class__ = _CallableModule
+    """No-op (kept for callers not yet updated): a module is not a function."""

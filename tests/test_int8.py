@@ -292,7 +292,7 @@ def test_second_run_changes_nothing(fmt):
     int8().apply(h, PassContext())
     counts = quantizer_counts(h)
     res = int8().apply(h, PassContext())
-    assert res.sites_changed == 0 and res.extra["skipped"].startswith("already quantized")
+    assert res.sites_changed == 0
     assert all(s.decision.startswith("already quantized") for s in res.sites)
     assert quantizer_counts(h) == counts
 

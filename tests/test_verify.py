@@ -444,5 +444,5 @@ def test_library_entry_point_survives_submodule_import():
 
     importlib.import_module("rewriter.verify")  # the import system now binds rewriter.verify to the module
     h = ModelHandle.load(make_tiny())
-    rep = rewriter.verify(h, h.clone())
+    rep = rewriter.verify_models(h, h.clone())
     assert rep["passed"] and rep["exit_code"] == 0
