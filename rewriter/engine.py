@@ -85,8 +85,8 @@ def select(decisions: list[Decision], selection: Mapping[str, str] | None) -> li
 
 
 # ---- emitting ------------------------------------------------------------------------------------------------
-def _emit(model: ModelHandle, p: Pass, ctx: PassContext, changed: list[Decision]) -> Editor:
-    ed = editor(model, ctx.input_shape)
+def _emit(model: ModelHandle, p: Pass, ctx: PassContext, changed: list[Decision], ed: Editor | None = None) -> Editor:
+    ed = ed or editor(model, ctx.input_shape)
     for d in changed:
         ed.site = d.site
         p.emit(d, ed, ctx)
@@ -137,14 +137,16 @@ def _never_slower(model: ModelHandle, p: Pass, ctx: PassContext, decisions: list
 
     changed = [d for d in decisions if d.will_change]
     trial = model.clone()
-    ed = _emit(trial, p, replace(ctx, dry_run=True), changed)
+    ed = editor(trial, ctx.input_shape)
+    ed.name_nodes()  # every node under its view id, before and after, so costs attribute by name
+    before = {t: _by_node(predict(trial, t, input_shape=ctx.input_shape).layers) for t in ctx.targets}
+    _emit(trial, p, replace(ctx, dry_run=True), changed, ed)
     made, replaced = ed.made(), ed.replaced()
     per_site: dict[str, dict[str, dict[str, float]]] = {d.site: {} for d in changed}
     for t in ctx.targets:
-        before = _by_node(predict(model, t, input_shape=ctx.input_shape).layers)
         after = _by_node(predict(trial, t, input_shape=ctx.input_shape).layers)
         for d in changed:
-            b = sum(before.get(n, 0.0) for n in replaced.get(d.site, []))
+            b = sum(before[t].get(n, 0.0) for n in replaced.get(d.site, []))
             a = sum(after.get(n, 0.0) for n in made.get(d.site, []))
             per_site[d.site][t] = {"before": round(b, 3), "after": round(a, 3)}
     out, turned = [], False

@@ -54,6 +54,12 @@ class Editor(Protocol):
     site: str | None  # the site the next edits belong to (set by the engine)
     notes: list[str]  # facts worth reporting (e.g. an unnamed node got a name)
 
+    def name_nodes(self) -> None:
+        """Give every unnamed node its view id as its name."""
+
+    def set_bias(self, node_id: str, value: np.ndarray) -> None:
+        """Set a conv's bias (ONNX: its third input; IR: the constant of the Add after it)."""
+
     def set_attr(self, node_id: str, key: str, value: Any) -> None:
         """Set a canonical attribute (``coordinate_mode``, ...) of a node."""
 

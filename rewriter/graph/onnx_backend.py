@@ -360,6 +360,12 @@ class OnnxEditor(Recorder):
             self.notes.append(f"unnamed {n.op_type} producing '{n.output[0]}' named '{node_id}'")
         return n
 
+    def name_nodes(self) -> None:
+        """Give every unnamed node its view id as its name (tags, costs and diffs then agree on it)."""
+        for node in self.view.nodes:
+            if not node.name:
+                node.ref.name = node.id
+
     def set_attr(self, node_id: str, key: str, value: Any) -> None:
         n = self._named(self._index(node_id), node_id)
         key = _ATTR_NAMES.get(key, key)

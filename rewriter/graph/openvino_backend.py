@@ -258,6 +258,9 @@ class OvEditor(Recorder):
                 return op
         raise KeyError(f"node '{name}' is not in the graph")
 
+    def name_nodes(self) -> None:
+        """IR nodes always have names (a repeated one keeps its "#k" id only in the view)."""
+
     def set_attr(self, node_id: str, key: str, value: Any) -> None:
         op = self._op(node_id)
         op.set_attribute({"coordinate_mode": "coordinate_transformation_mode"}.get(key, key), value)
