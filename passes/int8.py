@@ -27,6 +27,7 @@ from rewriter.quant import (
     METRICS,
     OVERFLOW_FIX,
     already_quantized,
+    backend_name,
     choose_overflow_fix,
     host_has_vnni,
     ignored_nodes,
@@ -165,7 +166,7 @@ class Int8(Pass):
                 notes.append("accuracy control kept every layer in float: the model is not quantized; "
                              "loosen int8.max_drop or calibrate on your own scenes (--calib)")
         extra = {
-            "backend": "openvino" if model.format == "ir" else "onnx",
+            "backend": backend_name(model),
             "quantizers": counts,
             "quantized_ops": quantized_op_counts(model),
             "kept_float": kept_float,

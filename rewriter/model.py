@@ -424,14 +424,9 @@ def _load_ir(xml: Path):
 
 def ir_const(node) -> np.ndarray | None:
     """Value of an IR Constant, following a Convert (FP16-compressed weights); None if not constant."""
-    t = node.get_type_name()
-    if t == "Constant":
-        return node.get_data().copy()
-    if t == "Convert":
-        src = node.input_value(0).get_node()
-        if src.get_type_name() == "Constant":
-            return src.get_data().astype(node.get_output_element_type(0).to_dtype())
-    return None
+    from .graph.openvino_backend import node_const
+
+    return node_const(node)
 
 
 def _first_line(e: BaseException) -> str:

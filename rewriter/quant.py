@@ -427,6 +427,11 @@ def _first_line(e: BaseException) -> str:
     return s[0][:300] if s else type(e).__name__
 
 
+def backend_name(model: ModelHandle) -> str:
+    """The NNCF backend that quantizes ``model``: openvino (IR) or onnx."""
+    return "openvino" if model.format == "ir" else "onnx"
+
+
 def quantize_model(model: ModelHandle, calib: InputSet, *, subset_size: int, preset: str, fast_bias_correction: bool,
                    overflow_fix: str, ignored: list[str], verbosity: int = 0,
                    accuracy: dict[str, Any] | None = None) -> tuple[list[str], list[str], dict[str, Any] | None]:

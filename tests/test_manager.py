@@ -10,7 +10,7 @@ from conftest import make_tiny, sha256
 
 from rewriter import GateFailed, ModelHandle, RewriteError
 from rewriter.manager import explain, rewrite
-from rewriter.passbase import KEEP, WILL_CHANGE, Decision, Option, Pass, PassContext, load_passes, register
+from rewriter.passbase import KEEP, Decision, Option, Pass, PassContext, load_passes, register
 from rewriter.runtime import run
 
 

@@ -105,10 +105,8 @@ def _shapes(m, outputs: dict, input_shape: dict | None) -> dict:
 
 
 # ---- constants ---------------------------------------------------------------------------------------------
-def _const(output) -> np.ndarray | None:
-    if output is None:
-        return None
-    node = output.get_node()
+def node_const(node) -> np.ndarray | None:
+    """Value of a Constant, or of an FP16-compressed Constant → Convert; None otherwise."""
     t = node.get_type_name()
     if t == "Constant":
         return node.get_data().copy()
@@ -116,8 +114,16 @@ def _const(output) -> np.ndarray | None:
         src = node.input_value(0).get_node()
         if src.get_type_name() == "Constant":
             return src.get_data().astype(node.get_output_element_type(0).to_dtype())
-    if t in ("Parameter", "Result") or node.get_output_size() != 1:
+    return None
+
+
+def _const(output) -> np.ndarray | None:
+    if output is None:
         return None
+    node = output.get_node()
+    v = node_const(node)
+    if v is not None or node.get_type_name() in ("Constant", "Parameter", "Result") or node.get_output_size() != 1:
+        return v
     return _fold(node)
 
 
