@@ -141,6 +141,7 @@ def _never_slower(model: ModelHandle, p: Pass, ctx: PassContext, decisions: list
     ed.name_nodes()  # every node under its view id, before and after, so costs attribute by name
     before = {t: _by_node(predict(trial, t, input_shape=ctx.input_shape).layers) for t in ctx.targets}
     _emit(trial, p, replace(ctx, dry_run=True), changed, ed)
+    _tag(trial, p, ed, Outcome())  # tagged as the result will be: the cost model's cache then serves both
     made, replaced = ed.made(), ed.replaced()
     per_site: dict[str, dict[str, dict[str, float]]] = {d.site: {} for d in changed}
     for t in ctx.targets:
