@@ -37,6 +37,7 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
 def baseline_tree(rev: str, into: Path) -> Path:
     """The files of ``rev`` under ``into``, with passes/ reachable as rewriter.passes (as installed)."""
     data = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+    into.mkdir(parents=True)
     tar = into / "src.tar"
     tar.write_bytes(data)
     with tarfile.open(tar) as t:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from .errors import RewriteError
-from .graph import GraphView
+from .graph import GraphView, view
 from .inputs import InputSet
 from .metrics import depth_metrics
 from .model import ModelHandle, ov_core
@@ -42,11 +42,8 @@ _IR_WEIGHT_CHAIN = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "
 
 
 def quantizable_ops(model: ModelHandle) -> list[tuple[str, str]]:
-    """[(node name, op type)] of the weighted ops INT8 applies to, in graph order."""
-    if model.format == "onnx":
-        return [(n.name, n.op_type) for n in model.onnx.graph.node if n.op_type in QUANTIZABLE_ONNX]
-    return [(op.get_friendly_name(), op.get_type_name()) for op in model.ov.get_ordered_ops()
-            if op.get_type_name() in QUANTIZABLE_IR]
+    """[(node id, op type)] of the weighted ops INT8 applies to, in graph order."""
+    return [(n.id, n.op_type) for n in view(model).nodes if n.op_type in QUANTIZABLE_ONNX + QUANTIZABLE_IR]
 
 
 def quantizer_counts(model: ModelHandle) -> dict[str, int]:
@@ -125,17 +122,50 @@ def _already_quantized_view(view: GraphView) -> str | None:
 
 
 def op_quantization(model: ModelHandle) -> dict[str, dict[str, Any]]:
-    """{node name: {"op", "weights": bool, "activations": bool}} for every quantizable op."""
-    if model.format == "onnx":
-        return _onnx_op_quantization(model.onnx)
+    """{node id: {"op", "weights": bool, "activations": bool}} for every quantizable op (read from the view)."""
+    v = view(model)
     out: dict[str, dict[str, Any]] = {}
-    for op in model.ov.get_ordered_ops():
-        t = op.get_type_name()
-        if t not in QUANTIZABLE_IR:
+    for n in v.nodes:
+        if n.op_type not in QUANTIZABLE_ONNX + QUANTIZABLE_IR:
             continue
-        out[op.get_friendly_name()] = {"op": t, "activations": _ir_input_quantized(op.input_value(0)),
-                                       "weights": _ir_weight_quantized(op.input_value(1))}
+        w = n.inputs[1] if len(n.inputs) > 1 else ""
+        out[n.id] = {"op": n.op_type, "activations": _behind_quantizer(v, n.inputs[0]),
+                     "weights": bool(w) and _weights_quantized(v, w)}
     return out
+
+
+def _behind_quantizer(v: GraphView, tensor: str) -> bool:
+    """Whether ``tensor`` comes from a DequantizeLinear / FakeQuantize, a few transparent ops away."""
+    for _ in range(8):
+        p = v.producer.get(tensor)
+        if p is None:
+            return False
+        if p.op_type in ("DequantizeLinear", "FakeQuantize"):
+            return True
+        if p.op_type not in _ONNX_TRANSPARENT + _IR_TRANSPARENT:
+            return False
+        tensor = p.inputs[0]
+    return False
+
+
+def _weights_quantized(v: GraphView, tensor: str) -> bool:
+    """Whether weights come through a quantizer or an integer constant (NNCF's compressed IR weights)."""
+    stack, seen = [tensor], 0
+    while stack and seen < 16:  # the weight chain is a handful of ops
+        p = v.producer.get(stack.pop())
+        seen += 1
+        if p is None:
+            continue
+        if p.op_type in ("DequantizeLinear", "FakeQuantize"):
+            return True
+        if p.kind == "constant":
+            dt = v.dtype(p.outputs[0])
+            if dt is None or (dt.kind in "iu" and dt.itemsize == 1):  # u4/i4 have no numpy type
+                return True
+            continue
+        if p.op_type in _IR_WEIGHT_CHAIN + _ONNX_TRANSPARENT:
+            stack.extend(t for t in p.inputs if t)
+    return False
 
 
 def quantized_op_counts(model: ModelHandle) -> dict[str, int]:
@@ -145,43 +175,6 @@ def quantized_op_counts(model: ModelHandle) -> dict[str, int]:
         if info["weights"] and info["activations"]:
             out[info["op"]] = out.get(info["op"], 0) + 1
     return dict(sorted(out.items()))
-
-
-def _onnx_op_quantization(m: onnx.ModelProto) -> dict[str, dict[str, Any]]:
-    producer = {o: n for n in m.graph.node for o in n.output}
-
-    def from_dq(tensor: str, transparent: bool) -> bool:
-        for _ in range(8):  # quantizers sit at most a few transparent ops away
-            p = producer.get(tensor)
-            if p is None:
-                return False
-            if p.op_type == "DequantizeLinear":
-                return True
-            if not transparent or p.op_type not in _ONNX_TRANSPARENT:
-                return False
-            tensor = p.input[0]
-        return False
-
-    out: dict[str, dict[str, Any]] = {}
-    for n in m.graph.node:
-        if n.op_type not in QUANTIZABLE_ONNX:
-            continue
-        w = n.input[1] if len(n.input) > 1 else ""
-        out[n.name] = {"op": n.op_type, "activations": from_dq(n.input[0], True),
-                       "weights": bool(w) and from_dq(w, True)}
-    return out
-
-
-def _ir_input_quantized(value) -> bool:
-    node = value.get_node()
-    for _ in range(8):
-        t = node.get_type_name()
-        if t == "FakeQuantize":
-            return True
-        if t not in _IR_TRANSPARENT:
-            return False
-        node = node.input_value(0).get_node()
-    return False
 
 
 def _ir_constant(node, budget: int = 64) -> bool:
@@ -198,23 +191,6 @@ def _ir_constant(node, budget: int = 64) -> bool:
         if t != "Constant":
             stack.extend(n.input_value(i).get_node() for i in range(n.get_input_size()))
     return True
-
-
-def _ir_weight_quantized(value) -> bool:
-    stack, seen = [value.get_node()], 0
-    while stack and seen < 16:  # the weight chain is a handful of ops
-        node = stack.pop()
-        seen += 1
-        t = node.get_type_name()
-        if t == "FakeQuantize":
-            return True
-        if t == "Constant":
-            if node.get_output_element_type(0).get_type_name() in _INT_TYPES:
-                return True
-            continue
-        if t in _IR_WEIGHT_CHAIN:
-            stack.extend(node.input_value(i).get_node() for i in range(node.get_input_size()))
-    return False
 
 
 
@@ -323,7 +299,6 @@ class _Validator:
         self.full_runs: list[float] = []  # scores of whole-set validations: float model, then all-INT8
 
     def _compiled(self, model: Any):
-        import onnx
 
         if not isinstance(model, onnx.ModelProto):
             return model  # OpenVINO backend: NNCF passes an ov.CompiledModel
@@ -419,7 +394,9 @@ def _node_names(model: ModelHandle) -> set[str]:
 
 
 def _onnx_opset(m) -> int:
-    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    from .graph.onnx_backend import opset
+
+    return opset(m)
 
 
 def _first_line(e: BaseException) -> str:

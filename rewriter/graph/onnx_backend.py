@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .editor import Recorder
-from .view import GraphView, Node, ResizeInfo
+from .view import GraphView, Lazy, Node, ResizeInfo, conv_kind, full_rank_values
 
 SMALL = 4096  # initializers up to this many elements stay in the skeleton (shape chains need their values)
 _LINEAR = {"linear": "linear", "linear_onnx": "linear", "bilinear": "linear"}
@@ -80,20 +80,8 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
                      dtypes, tags, handle.name)
     view._const_of = lambda t: _const(t, inits, producers, view)
     for node in view.of_kind("resize"):
-        node.attrs["resize"] = _Lazy(lambda node=node: _resize_info(view, node))
+        node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view
-
-
-class _Lazy:
-    """A value computed on first use (resize semantics need shapes, which cost an inference)."""
-
-    def __init__(self, fn: Callable[[], Any]):
-        self.fn, self.value, self.done = fn, None, False
-
-    def get(self) -> Any:
-        if not self.done:
-            self.value, self.done = self.fn(), True
-        return self.value
 
 
 def _np(elem: int) -> np.dtype:
@@ -156,15 +144,6 @@ def _conv_attrs(node: Node, inits: dict, producers: dict) -> None:
     if len(n.input) > 2 and n.input[2]:
         a["bias"] = n.input[2]
     node.kind = conv_kind(dims, groups)
-
-
-def conv_kind(weight_shape: list[int] | None, groups: int) -> str:
-    """conv / depthwise / grouped / pointwise from ``Cout x Cin/groups x k...`` and the group count."""
-    if groups > 1:
-        return "depthwise" if weight_shape is not None and weight_shape[1] == 1 else "grouped"
-    if weight_shape is not None and all(k == 1 for k in weight_shape[2:]):
-        return "pointwise"
-    return "conv"
 
 
 # ---- constants (with folding of static shape chains) ------------------------------------------------------------
@@ -283,17 +262,6 @@ def _ov_shapes(sk: onnx.ModelProto) -> dict[str, list[int]]:
 
 
 # ---- resize semantics ---------------------------------------------------------------------------------------
-def _full_rank(values: list, axes, rank: int | None, fill) -> list | None:
-    if not axes:
-        return list(values)
-    if rank is None:
-        return None
-    out = [fill] * rank
-    for a, v in zip(axes, values):
-        out[a % rank] = v
-    return out
-
-
 def _resize_info(view: GraphView, node: Node) -> ResizeInfo:
     a, n = node.attrs, node.ref
     raw_mode = a.get("mode", "nearest")
@@ -318,10 +286,10 @@ def _resize_info(view: GraphView, node: Node) -> ResizeInfo:
     axes = a.get("axes")
     scales = None
     if scales_in is not None and scales_in.size:
-        scales = _full_rank(scales_in.astype(np.float64).tolist(), axes, rank, 1.0)
+        scales = full_rank_values(scales_in.astype(np.float64).tolist(), axes, rank, 1.0)
     elif in_shape is not None:
         if sizes_in is not None and a.get("keep_aspect_ratio_policy", "stretch") == "stretch":
-            sizes = _full_rank(sizes_in.astype(np.int64).tolist(), axes, rank, None)
+            sizes = full_rank_values(sizes_in.astype(np.int64).tolist(), axes, rank, None)
             if sizes is not None:
                 out_shape = out_shape or [in_shape[i] if v is None else v for i, v in enumerate(sizes)]
         if out_shape is not None and None not in in_shape and None not in out_shape:

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from .editor import Recorder
-from .onnx_backend import _Lazy, conv_kind
-from .view import GraphView, Node, ResizeInfo
+from .view import GraphView, Lazy, Node, ResizeInfo, conv_kind, full_rank_values
 
 _KIND = {"ConvolutionBackpropData": "deconv", "GroupConvolutionBackpropData": "deconv", "Interpolate": "resize",
          "FakeQuantize": "fake_quantize", "MatMul": "matmul", "Pad": "pad", "Concat": "concat", "Add": "add",
@@ -78,7 +77,7 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
                      [tensor_id(r.input_value(0)) for r in m.get_results()], 13,
                      lambda tid: _const(outputs.get(tid)), shapes, dtypes, handle.tags(), handle.name)
     for node in view.of_kind("resize"):
-        node.attrs["resize"] = _Lazy(lambda node=node: _resize_info(view, node))
+        node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view
 
 
@@ -208,8 +207,6 @@ def _conv_attrs(node: Node, op) -> None:
 
 # ---- resize semantics ---------------------------------------------------------------------------------------
 def _resize_info(view: GraphView, node: Node) -> ResizeInfo:
-    from .onnx_backend import _full_rank
-
     op, a = node.ref, node.attrs
     version = node.version
     in_shape, out_shape = view.shape(node.inputs[0]), view.shape(node.outputs[0])
@@ -232,7 +229,7 @@ def _resize_info(view: GraphView, node: Node) -> ResizeInfo:
         axes = None if axes_v is None else axes_v.astype(np.int64).tolist()
     scales = None
     if calc == "scales" and values is not None:
-        scales = _full_rank(values.astype(np.float64).tolist(), axes, rank, 1.0)
+        scales = full_rank_values(values.astype(np.float64).tolist(), axes, rank, 1.0)
         if scales is not None and rank is not None and len(scales) != rank:
             scales = None
     if scales is None and in_shape is not None and out_shape is not None \

@@ -136,3 +136,36 @@ class GraphView:
     def weight_quantizer(self, node: Node) -> str | None:
         """Op type the weights come through when they are quantized (FakeQuantize, DequantizeLinear, ...)."""
         return node.attrs.get("weight_quantizer")
+
+
+class Lazy:
+    """A value computed on first use (resize semantics need shapes, which cost an inference)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn, self.value, self.done = fn, None, False
+
+    def get(self) -> Any:
+        if not self.done:
+            self.value, self.done = self.fn(), True
+        return self.value
+
+
+def conv_kind(weight_shape: list[int] | None, groups: int) -> str:
+    """conv / depthwise / grouped / pointwise from ``Cout x Cin/groups x k...`` and the group count."""
+    if groups > 1:
+        return "depthwise" if weight_shape is not None and weight_shape[1] == 1 else "grouped"
+    if weight_shape is not None and all(k == 1 for k in weight_shape[2:]):
+        return "pointwise"
+    return "conv"
+
+
+def full_rank_values(values: list, axes, rank: int | None, fill) -> list | None:
+    """Expand per-``axes`` values (Resize-18 ``axes``) to one per axis; None if the rank is unknown."""
+    if not axes:
+        return list(values)
+    if rank is None:
+        return None
+    out = [fill] * rank
+    for a, v in zip(axes, values):
+        out[a % rank] = v
+    return out
