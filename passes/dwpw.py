@@ -109,11 +109,11 @@ class DwpwPass(Pass):
             return "made by dwpw earlier (not factored twice)", None
         if (q := view.weight_quantizer(node)) is not None:
             return f"already quantized (weights behind {q}): not dequantizing", None
-        w = view.weight(node)
-        if w is None:
+        shape = node.attrs.get("weight_shape")
+        if shape is None:
             return "dynamic weights (computed at run time): nothing to factor", None
-        if w.ndim != 4:
-            return f"not a 2-D conv ({w.ndim - 2}-D kernel)", None
+        if len(shape) != 4:
+            return f"not a 2-D conv ({len(shape) - 2}-D kernel)", None
         if node.kind in _KIND_REASON:
             return _KIND_REASON[node.kind], None
         if node.kind == "grouped":
@@ -127,7 +127,10 @@ class DwpwPass(Pass):
         stride = tuple(node.attrs.get("strides") or (1, 1))
         if any(s > 1 for s in stride) and not o.strided:
             return f"strided conv (stride {stride[0]}x{stride[1]}): select it with dwpw.strided=true", None
-        return None, w
+        w = view.weight(node)  # read only for candidates: weights are most of the model
+        if w is None:
+            return "dynamic weights (computed at run time): nothing to factor", None
+        return None, w.astype(np.float32)
 
     def _facts(self, w: np.ndarray, rank: int, form: str, target: str, d: dict, has_bias: bool) -> dict:
         cout, cin, kh, kw = w.shape
@@ -160,7 +163,7 @@ class DwpwPass(Pass):
     # ---- emit ------------------------------------------------------------------------------------------------
     def emit(self, decision: Decision, editor: Editor, ctx: PassContext) -> None:
         node = editor.view.node(decision.site)
-        w, a = editor.view.weight(node), node.attrs
+        w, a = editor.view.weight(node).astype(np.float32), node.attrs
         fact = lowrank.factorize(w, rank_of(decision.choice))
         form = decision.details["form"] if fact.rank > 1 else "multiplier"
         bias = editor.view.bias(node) if "bias_add" not in a else None  # an IR bias Add stays after the pair

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+CACHED_CONST = 65536  # constants up to this many elements are kept by the view after the first read
 # Canonical kinds. Convs are split by shape: full KxK, depthwise, grouped (ResNeXt), pointwise 1x1.
 CONV_KINDS = ("conv", "depthwise", "grouped", "pointwise")
 KINDS = (*CONV_KINDS, "deconv", "resize", "quantize", "dequantize", "fake_quantize", "matmul", "pad",
@@ -98,9 +99,12 @@ class GraphView:
         """Value of a tensor computable without inputs (initializer, Constant, folded shape chain); else None."""
         if not tensor:
             return None
-        if tensor not in self._consts:
-            self._consts[tensor] = self._const_of(tensor)
-        return self._consts[tensor]
+        if tensor in self._consts:
+            return self._consts[tensor]
+        value = self._const_of(tensor)
+        if value is None or value.size <= CACHED_CONST:  # weights are read on demand, not kept twice
+            self._consts[tensor] = value
+        return value
 
     def shape(self, tensor: str) -> list[int | None] | None:
         """Static shape (None for unknown dims; None when even the rank is unknown)."""
