@@ -211,8 +211,9 @@ def test_fp32_costed_as_fp16_on_npu_only():
 
 
 def test_asymmetric_swap_lowers_npu_time_and_is_attributed():
-    before = _resize_graph("align_corners")
-    after = _resize_graph("asymmetric")
+    # 36x64 -> 72x128 at 64 channels fits CMX on both chips, so align_corners stays a SHAVE kernel
+    before = _resize_graph("align_corners", 36, 64)
+    after = _resize_graph("asymmetric", 36, 64)
     after.onnx.graph.node[1].name = "up"
     after.tag(["up"], "asym_interp")
     for t in ("kmb", "mtl"):
@@ -226,7 +227,7 @@ def test_asymmetric_swap_lowers_npu_time_and_is_attributed():
         top = d["top_changed"][0]
         assert (top["node"], top["pass"], top["status"]) == ("up", "asym_interp", "changed")
         assert d["per_pass_delta_ms"]["asym_interp"] < 0
-    hp = predict(_resize_graph("half_pixel"), "mtl")
+    hp = predict(_resize_graph("half_pixel", 36, 64), "mtl")
     assert {c.node: c.unit for c in hp.layers}["up"] == "dpu"
 
 

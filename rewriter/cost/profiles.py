@@ -32,6 +32,19 @@ Sources (public; fetched through the project's reference search, cited by reposi
 [OV-NPU]      docs.openvino.ai (2023.3) "NPU Device": NPU 3720 in Intel Core Ultra (Meteor Lake); inference
               precisions FP32/FP16 and U8, "Computation precision for the HW is FP16" — so FP32 models are
               costed as FP16 on the NPU profiles.
+[NPU-TILER]   openvinotoolkit/npu_plugin, src/vpux_compiler/src/dialect/VPUIP/dpu_tiler.cpp:
+              RUNTIME_OVERHEAD_PER_WORKLOAD = 105 (DPU cycles), passed to VPUNN::dpu_schedule(nDPU, costs,
+              overhead) (include/vpu/utils.h): each workload adds 105 cycles on the DPU that runs it ("experiential
+              param for VPUX30XX"; for 37XX VPUNN folds it into its learned model, so the same figure is used).
+[VPUNN-LAYER] intel/npu-nn-cost-model, include/vpu_layer_strategy.h (VPULayerStrategy) and
+              src/vpu_layer_cost_model.cpp: a layer's cost is its DPU workloads; input_fetching /
+              output_spilling (tensor in DDR) add DMA, both default false (producer -> consumer stays in CMX);
+              prefetching default true (weights DMA overlaps earlier layers). validation/interface_valid_values.h:
+              80 KB of CMX reserved for the runtime (cmx_memory_80K_fixed_overhead).
+[VF]          openvinotoolkit/vpux_plugin, VPU vertical fusion / tiling (VPU::TilingStrategy, "vertical-fusion"):
+              a layer too large for CMX is tiled spatially; a chain of single-consumer layers is tiled together
+              so the intermediate tensors stay in CMX. Modelled here as: a tensor goes to DDR only when it does
+              not fit CMX whole AND it has several readers (skip connections) or is a graph input/output.
 [MIDAS-CTX]   /work/shared/CONTEXT.md (project brief): dw3x3+pw1x1 vs a 64->64 conv3x3 is "several times"
               cheaper on VPU 2.0 but "about 2x" on VPU 2.7; INT8 about 2x (2.7) / 4x (2.0) faster than FP16.
 
@@ -66,7 +79,8 @@ class NPUProfile:
     cmx_bytes_per_cycle: float    # src: NPU plugin CMX_NN bandwidth 32 B/cycle (both arches)
     ddr_gbps: float               # src: VPUNN dram_bandwidth
     dma_latency_us: float         # src: VPUNN-HW27 DRAM latency 956 ns (2.0: assumed same)
-    dpu_overhead_us: float        # assumed: per-DPU-task dispatch/barrier cost
+    workload_overhead_cycles: int  # src: NPU-TILER (105 DPU cycles per workload)
+    dw_channels_per_workload: int  # src: VPUNN-MODES / valid values (depthwise workloads of <= 64 channels on 2.7)
     shaves: int                   # src: NPU-30XX (16 UPA) / NPU-37XX (2 ACT x 2 tiles)
     shave_clock_mhz: float        # src: VPUNN-SHV27 (975); 2.0 assumed = DPU clock
     shave_us_per_byte: float      # src: VPUNN-SHV27 "default" slope (one SHAVE, 975 MHz)
@@ -106,7 +120,8 @@ MTL = NPUProfile(
     cmx_bytes_per_cycle=32.0,
     ddr_gbps=27.0,
     dma_latency_us=0.956,
-    dpu_overhead_us=1.0,
+    workload_overhead_cycles=105,
+    dw_channels_per_workload=64,
     shaves=4,
     shave_clock_mhz=975.0,
     shave_us_per_byte=3.846e-4,
@@ -115,9 +130,9 @@ MTL = NPUProfile(
     notes=(
         "FP32 models are costed as FP16 (NPU HW computes FP16) [OV-NPU]",
         "depthwise/pool: nr_macs/input_channels_mac [VPUNN-THEO] x dw_efficiency (fit to [MIDAS-CTX])",
-        "bilinear align_corners and non-integer scales run on SHAVE [VPUNN-INTERP]; integer-scale "
-        "asymmetric/half_pixel linear resize is costed as a depthwise transposed conv on the DPU",
-        "activations of DDR-resident tensors (> CMX) pay DDR transfers at ddr_gbps",
+        "resize placement mirrors the NPU compiler (rewriter/cost/lowering.py); SHAVE interpolate [VPUNN-INTERP]",
+        "tensors > CMX are tiled; only multi-reader or graph-boundary tensors pay DDR [VF, VPUNN-LAYER]",
+        "per-workload overhead 105 DPU cycles [NPU-TILER]",
     ),
 )
 
@@ -139,7 +154,8 @@ KMB = NPUProfile(
     cmx_bytes_per_cycle=32.0,
     ddr_gbps=20.0,
     dma_latency_us=0.956,
-    dpu_overhead_us=2.0,
+    workload_overhead_cycles=105,
+    dw_channels_per_workload=16,
     shaves=16,
     shave_clock_mhz=700.0,
     shave_us_per_byte=3.846e-4,
@@ -149,6 +165,7 @@ KMB = NPUProfile(
         "FP32 models are costed as FP16 [OV-NPU]",
         "SHAVE kernel costs are the VPU 2.7 figures scaled to an assumed 700 MHz UPA SHAVE clock",
         "DDR bandwidth 20 GB/s [VPUNN-HW20]; CMX 896 KB usable per tile [NPU-30XX]",
+        "per-workload overhead 105 DPU cycles [NPU-TILER]; depthwise workloads of 16 channels (VPU 2.0 DPUs)",
     ),
 )
 
