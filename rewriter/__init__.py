@@ -3,7 +3,7 @@
 from .errors import GateFailed, RewriteError
 from .model import ModelHandle
 
-__all__ = ["GateFailed", "ModelHandle", "RewriteError", "load", "rewrite", "verify", "diff"]
+__all__ = ["GateFailed", "ModelHandle", "RewriteError", "load", "rewrite", "verify", "diff", "cost_report"]
 __version__ = "0.1.0"
 
 
@@ -31,3 +31,10 @@ def diff(a, b, **kwargs):
     from .diff import diff as _diff
 
     return _diff(a, b, **kwargs)
+
+
+def cost_report(model, targets=("kmb", "mtl", "cpu"), **kwargs):
+    """Predicted fps, ms per engine and per-layer rows per target; see ``rewriter.cost.command.cost_report``."""
+    from .cost.command import cost_report as _cost_report
+
+    return _cost_report(model, targets, **kwargs)
