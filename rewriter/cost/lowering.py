@@ -174,6 +174,7 @@ def _asym_v2(n, c, hi, wi, ho, wo, precision, target) -> Lowering:
         rule = "asymmetric x2, C % 16 == 0: 6 depthwise convs with CMX concat (V2)"
     else:
         ops.append({"op": "pool", "in": base, "out": base, "kernel": [1, 1], "stride": [1, 1], "what": "center"})
+        ops.append({"op": "copy", "elems": 2 * n * c * ho * wo, "what": "W and H joins (no CMX concat)"})
         rule = "asymmetric x2, C % 16 == 0: 3 depthwise convs + MaxPool (V2)"
     return Lowering("dpu", rule, CBSC + " (BilinearInterpolateOpConverterV2, E#49791)", ops)
 
