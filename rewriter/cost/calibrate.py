@@ -171,13 +171,15 @@ def calibrate_cpu(models: list[ModelHandle | Any] | None = None, runs: int = 5, 
             kind = info.cost_kind
             spec = DEFAULT_CPU.kinds.get(kind) or DEFAULT_CPU.kinds.get(info.op) or DEFAULT_CPU.kinds["other"]
             work = info.macs if spec["metric"] == "macs" else info.bytes
+            key = kind if kind in DEFAULT_CPU.kinds else info.op
             if info.precision == "int8" and spec["metric"] == "macs":
-                int8_pairs.append((work, row["us"]))
-                continue
-            samples.setdefault(kind if kind in DEFAULT_CPU.kinds else info.op, []).append((work, row["us"]))
+                if key == "conv":
+                    int8_pairs.append((work, row["us"]))
+                key = f"{key}_int8"  # each INT8 form gets its own rate (depthwise int8 is not conv int8)
+            samples.setdefault(key, []).append((work, row["us"]))
     kinds = {k: dict(v) for k, v in base.kinds.items()}
     for kind, ss in samples.items():
-        default = kinds.get(kind) or DEFAULT_CPU.kinds["other"]
+        default = kinds.get(kind) or DEFAULT_CPU.kinds.get(kind.removesuffix("_int8")) or DEFAULT_CPU.kinds["other"]
         kinds[kind] = _fit(ss, default)
     int8_speedup = base.int8_speedup
     if int8_pairs and "conv" in kinds:

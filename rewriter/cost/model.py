@@ -353,10 +353,15 @@ def cpu_layer_cost(info: LayerInfo, p: CPUProfile) -> LayerCost:
         return LayerCost(us=0.0, note=f"fused into {fused}", **base)
     kind = info.cost_kind
     k = p.kinds.get(kind) or p.kinds.get(info.op) or p.kinds["other"]
-    work = info.macs if k["metric"] == "macs" else nbytes
     rate = float(k["rate"])
     if info.precision == "int8" and k["metric"] == "macs":
-        rate *= p.int8_speedup
+        # INT8 kernels differ per form (OpenVINO CPU: depthwise/multiplier int8 are their own kernels)
+        k8 = p.kinds.get(f"{kind}_int8")
+        if k8 is not None:
+            k, rate = k8, float(k8["rate"])
+        else:
+            rate *= p.int8_speedup
+    work = info.macs if k["metric"] == "macs" else nbytes
     compute_us = work / rate if rate > 0 else 0.0
     mem_us = nbytes / (p.mem_gbps * 1e3)
     return LayerCost(us=max(compute_us, mem_us) + float(k["overhead_us"]), **base)
