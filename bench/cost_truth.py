@@ -5,6 +5,8 @@
    and the pipelines asym_interp,dwpw,int8 (rank 1 and 2). Measured = interleaved A/B on OpenVINO CPU
    (median of per-pair ratios); error = predicted / measured - 1.
 2. NPU: the dw/pw per-layer ratio table, conv3x3 64->64 vs dw3x3 + pw1x1, FP16 and INT8, 16^2..256^2, kmb and mtl.
+3. NPU (stretch): an exact DPU form of align_corners x2, Y = A X B^T as two constant MatMuls + MemPermutes,
+   costed against today's lowering of MiDaS's four align_corners resizes.
 
     python -m bench.cost_truth [--model small_trained_ts17_288x512] [--calibrate] [--runs 15] [--out DIR]
 
@@ -86,6 +88,69 @@ def dwpw_table(sizes=(16, 32, 64, 128, 256)) -> list[dict]:
     return rows
 
 
+def separable_matmul_us(target: str, c: int, h: int, w: int, precision: str = "fp16") -> dict:
+    """Exact align_corners x2 as Y = A X B^T: two constant MatMuls (dense on the DPU: a 1x1 conv with the
+    resized axis as channels) and three MemPermutes (DMA copies; through DDR when the tensor exceeds CMX)."""
+    from rewriter.cost.layers import _make_layer
+    from rewriter.cost.model import _RUNTIME_CMX, _dpu_time, get_profile
+
+    p = get_profile(target)
+    bpe = 1 if precision == "int8" else 2
+    # W pass: [C*H pixels, W channels] -> 2W; H pass: [C*2W pixels, H channels] -> 2H
+    mw = _make_layer("mm_w", "Conv", "conv", [[1, w, c * h, 1]], [1, 2 * w, c * h, 1], weight_shape=[2 * w, w, 1, 1],
+                     precision=precision)
+    mh = _make_layer("mm_h", "Conv", "conv", [[1, h, c * 2 * w, 1]], [1, 2 * h, c * 2 * w, 1],
+                     weight_shape=[2 * h, h, 1, 1], precision=precision)
+    mm_us = _dpu_time("conv", mw, p, precision)[0] + _dpu_time("conv", mh, p, precision)[0]
+    perm_us = 0.0
+    for elems in (c * h * w, c * h * 2 * w, c * 4 * h * w):  # in, between the passes, out
+        b = elems * bpe
+        fits = b / p.tiles <= p.cmx_bytes_per_tile - _RUNTIME_CMX
+        perm_us += b / (p.cmx_bytes_per_cycle * p.dpu_clock_mhz if fits else p.ddr_gbps * 1e3 / 2) + p.dma_latency_us
+    return {"matmul_us": mm_us, "permute_us": perm_us, "total_us": mm_us + perm_us,
+            "macs": mw.macs + mh.macs}
+
+
+def interp_matmul_table(hw=(288, 512)) -> list[dict]:
+    """Stretch: the exact separable-MatMul form of MiDaS's four align_corners x2 resizes vs the compiler's
+    lowering (SHAVE kernel or per-line GroupConvs) and vs half_pixel / asymmetric, per chip, FP16 and INT8."""
+    from rewriter.cost import resize_lowering
+    from rewriter.cost.layers import _make_layer, _resize_attrs
+    from rewriter.cost.model import _lowered_resize_us, get_profile
+
+    rows = []
+    print(f"\nexact align_corners x2 as separable MatMuls (MiDaS small at {hw[1]}x{hw[0]}), us")
+    print(f"{'chip':<5}{'prec':<6}{'C x H x W':<16}{'today':>18}{'matmul+perm':>13}{'half_pixel':>12}"
+          f"{'asymmetric':>12}{'MMAC':>8}")
+    for t in ("mtl", "kmb"):
+        p = get_profile(t)
+        for prec in ("fp16", "int8"):
+            tot = {"today": 0.0, "matmul": 0.0}
+            for c, div in ((512, 32), (256, 16), (128, 8), (64, 4)):
+                h, w = hw[0] // div, hw[1] // div
+                ins, outs = [1, c, h, w], [1, c, 2 * h, 2 * w]
+                costs = {}
+                for cm in ("align_corners", "half_pixel", "asymmetric"):
+                    low = resize_lowering("linear", cm, ins, outs, t, precision=prec)
+                    li = _make_layer("up", "Resize", "resize", [ins], outs, precision=prec,
+                                     attrs=_resize_attrs("linear", cm, ins, outs))
+                    costs[cm] = (low.engine, _lowered_resize_us(low, li, p, prec, 0, False))
+                mm = separable_matmul_us(t, c, h, w, prec)
+                tot["today"] += costs["align_corners"][1]
+                tot["matmul"] += mm["total_us"]
+                rows.append({"target": t, "precision": prec, "shape": [c, h, w],
+                             "align_corners": {"engine": costs["align_corners"][0],
+                                               "us": round(costs["align_corners"][1], 1)},
+                             "separable_matmul": {k: round(v, 1) for k, v in mm.items()},
+                             "half_pixel_us": round(costs["half_pixel"][1], 1),
+                             "asymmetric_us": round(costs["asymmetric"][1], 1)})
+                today = f"{costs['align_corners'][1]:.0f} {costs['align_corners'][0]}"
+                print(f"{t:<5}{prec:<6}{f'{c}x{h}x{w}':<16}{today:>18}{mm['total_us']:>13.0f}"
+                      f"{costs['half_pixel'][1]:>12.0f}{costs['asymmetric'][1]:>12.0f}{mm['macs'] / 1e6:>8.0f}")
+            print(f"{t:<5}{prec:<6}{'sum of four':<16}{tot['today']:>18.0f}{tot['matmul']:>13.0f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.cost_truth", description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="small_trained_ts17_288x512", help="fixture name or model path")
@@ -95,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="folder for the variants (default: the cache dir's cost_truth/)")
     ap.add_argument("--npu-only", action="store_true", help="only print the NPU dw/pw table")
     args = ap.parse_args(argv)
-    result: dict = {"npu_dwpw": dwpw_table()}
+    result: dict = {"npu_dwpw": dwpw_table(), "interp_matmul": interp_matmul_table()}
     if not args.npu_only:
         base = Path(args.model)
         if not base.exists():
