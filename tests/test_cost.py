@@ -241,6 +241,9 @@ def test_asymmetric_swap_lowers_npu_time_and_is_attributed():
         top = d["top_changed"][0]
         assert (top["node"], top["pass"], top["status"]) == ("up", "asym_interp", "changed")
         assert d["per_pass_delta_ms"]["asym_interp"] < 0
+        assert (top["engine_before"], top["engine"]) == ("shave", "dpu")
+        (rz,) = d["resizes"]
+        assert (rz["node"], rz["engine_before"], rz["engine"]) == ("up", "shave", "dpu") and "V2" in rz["rule"]
     hp = predict(_resize_graph("half_pixel", 36, 64), "mtl")
     assert {c.node: c.unit for c in hp.layers}["up"] == "dpu"
 

@@ -225,7 +225,7 @@ def _lowered_resize_us(low: Lowering, info: LayerInfo, p: NPUProfile, prec: str,
                              weight_shape=[c, 1, *op["kernel"]], groups=c, kernel=tuple(op["kernel"]), precision=prec)
             one = _dpu_time("dwconv", li, p, prec)[0]
             per_line_ddr = (li.in_elems + li.out_elems) * bpe / (p.ddr_gbps * 1e3)
-            total += op["lines"] * max(one, per_line_ddr) / 1.0
+            total += op["lines"] * max(one, per_line_ddr)
         else:
             raise RewriteError(f"resize lowering op '{kind}' has no cost")
     return total
@@ -436,6 +436,11 @@ def compare(before: ModelHandle | Any, after: ModelHandle | Any, target: str, *,
         if owner is None:
             owner = next(iter(added_tags)) if len(added_tags) == 1 else (b.tag or "unknown")
         changes.append(_change(b.node, b.op, owner, b.us, 0.0, "removed", b.unit))
+    for ch in changes:  # where each changed layer runs, before and after (a resize may change engine)
+        b, a = bmap.get(ch["node"]), amap.get(ch["node"])
+        ch["engine_before"], ch["engine"] = (b.engine if b else None), (a.engine if a else None)
+    resizes = [{"node": c.node, "engine_before": bmap[c.node].engine if c.node in bmap else None,
+                "engine": c.engine, "rule": (c.lowering or {}).get("rule")} for c in ca.layers if c.op == "resize"]
     per_pass: dict[str, float] = {}
     for ch in changes:
         key = ch["pass"] or "untagged"
@@ -457,6 +462,7 @@ def compare(before: ModelHandle | Any, after: ModelHandle | Any, target: str, *,
         "per_pass_delta_ms": {k: round(v, 4) for k, v in per_pass.items()},
         "layers_changed": len(changes),
         "top_changed": changes[:top],
+        "resizes": resizes,
         "profile": ca.profile,
     }
 
