@@ -405,3 +405,43 @@ def test_midas_small_fixture_onnx_and_ir_agree():
     b = ModelHandle.load(_fixture("small_ir_256x256"))
     for t in ("kmb", "mtl"):
         assert predict(b, t).total_ms == pytest.approx(predict(a, t).total_ms, rel=0.05)
+
+
+# ---- CPU forms -------------------------------------------------------------------------------------------
+def _qdq(x, name, inits):
+    s = numpy_helper.from_array(np.array(0.02, np.float32), f"{name}_s")
+    z = numpy_helper.from_array(np.array(0, np.int8), f"{name}_z")
+    inits += [s, z]
+    return [helper.make_node("QuantizeLinear", [x, s.name, z.name], [f"{name}_q"], name=f"{name}_q"),
+            helper.make_node("DequantizeLinear", [f"{name}_q", s.name, z.name], [f"{name}_dq"], name=f"{name}_dq")]
+
+
+def test_cpu_standalone_quantizers_and_int8_forms():
+    """OpenVINO CPU fuses an activation quantizer into a conv producer, not after a Resize; INT8 depthwise with a
+    channel multiplier runs its own (slow) kernel, costed by the profile's ``dwconv_mult_int8`` entry."""
+    from rewriter.cost.model import cpu_layer_cost
+    from rewriter.cost.profiles import DEFAULT_CPU, CPUProfile
+
+    inits = []
+    wc = numpy_helper.from_array(RNG.integers(-50, 50, (16, 16, 3, 3)).astype(np.int8), "wc")
+    wd = numpy_helper.from_array(RNG.integers(-50, 50, (32, 1, 3, 3)).astype(np.int8), "wd")
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["up"], name="up", mode="linear",
+                              coordinate_transformation_mode="asymmetric")]
+    nodes += _qdq("up", "a", inits)
+    nodes += [helper.make_node("DequantizeLinear", ["wc", "a_s", "a_z"], ["wcd"], name="wcd"),
+              helper.make_node("Conv", ["a_dq", "wcd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    nodes += _qdq("r", "b", inits)
+    nodes += [helper.make_node("DequantizeLinear", ["wd", "a_s", "a_z"], ["wdd"], name="wdd"),
+              helper.make_node("Conv", ["b_dq", "wdd"], ["y"], name="dwm", pads=[1, 1, 1, 1], group=16)]
+    m = _model(nodes, [wc, wd, *inits, numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")],
+               [1, 16, 16, 16])
+    li = {x.node: x for x in layers(m)}
+    assert li["a_q"].attrs.get("cpu_standalone") and not li["a_q"].attrs.get("cpu_fused_into")
+    assert li["b_q"].attrs.get("cpu_fused_into") == "conv"
+    assert li["dwm"].precision == "int8" and li["dwm"].cost_kind == "dwconv_mult"
+    costs = {c.node: c.us for c in predict(m, "cpu").layers}
+    assert costs["a_q"] > 0 and costs["b_q"] == 0
+    slow = CPUProfile.from_json({**DEFAULT_CPU.to_json(), "kinds": {
+        **DEFAULT_CPU.kinds, "dwconv_mult_int8": {"metric": "macs", "rate": 100.0, "overhead_us": 5.0}}})
+    assert cpu_layer_cost(li["dwm"], slow).us > 10 * cpu_layer_cost(li["dwm"], DEFAULT_CPU).us

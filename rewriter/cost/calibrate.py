@@ -21,6 +21,7 @@ import numpy as np
 
 from ..model import ModelHandle
 from .layers import layers
+from .model import cpu_work
 from .profiles import DEFAULT_CPU, CPUProfile
 
 _FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
@@ -166,11 +167,12 @@ def calibrate_cpu(models: list[ModelHandle | Any] | None = None, runs: int = 5, 
         infos = {i.node: i for i in layers(h)}
         for row in perf_counters(h, runs=runs, threads=threads):
             info = infos.get(row["node"])
-            if info is None or info.op in ("shape", "reshape", "quant"):
+            if info is None or info.op in ("shape", "reshape") or (info.op == "quant"
+                                                                  and not info.attrs.get("cpu_standalone")):
                 continue
             kind = info.cost_kind
             spec = DEFAULT_CPU.kinds.get(kind) or DEFAULT_CPU.kinds.get(info.op) or DEFAULT_CPU.kinds["other"]
-            work = info.macs if spec["metric"] == "macs" else info.bytes
+            work = cpu_work(info, spec["metric"])
             key = kind if kind in DEFAULT_CPU.kinds else info.op
             if info.precision == "int8" and spec["metric"] == "macs":
                 if key == "conv":

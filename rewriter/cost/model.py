@@ -341,18 +341,28 @@ def npu_residency(infos: list[LayerInfo], p: NPUProfile, precision_of=None) -> N
         li.attrs["ddr_in_elems"] = elems
 
 
+def cpu_work(info: LayerInfo, metric: str) -> float:
+    """Work of a layer for the CPU profile: MACs, or bytes moved. Non-MAC ops in an INT8 model run on f32
+    between the quantizers on OpenVINO CPU (measured: a Resize fed by a DequantizeLinear costs as in FP32)."""
+    if metric == "macs":
+        return float(info.macs)
+    return float(info.bytes_at("fp32") if info.precision == "int8" else info.bytes)
+
+
 def cpu_layer_cost(info: LayerInfo, p: CPUProfile) -> LayerCost:
     """Cost of one layer on the CPU profile."""
     nbytes = info.bytes
     base = {"node": info.node, "op": info.op, "shape": info.out_shape, "macs": info.macs, "bytes": nbytes,
             "tag": info.tag, "precision": info.precision, "unit": "cpu"}
-    if info.op in _FREE_KINDS:
-        return LayerCost(us=0.0, note="folded", **base)
+    standalone_quant = info.op == "quant" and info.attrs.get("cpu_standalone")
+    if info.op in _FREE_KINDS and not standalone_quant:
+        return LayerCost(us=0.0, note="folded" if info.op != "quant" else "fused quantization", **base)
     fused = info.attrs.get("fused_into") if info.op in ("activation", "pad") else info.attrs.get("cpu_fused_into")
     if fused:
         return LayerCost(us=0.0, note=f"fused into {fused}", **base)
     kind = info.cost_kind
-    k = p.kinds.get(kind) or p.kinds.get(info.op) or p.kinds["other"]
+    k = p.kinds.get(kind) or p.kinds.get(info.op) or p.kinds.get("quant" if standalone_quant else "other") \
+        or p.kinds["other"]
     rate = float(k["rate"])
     if info.precision == "int8" and k["metric"] == "macs":
         # INT8 kernels differ per form (OpenVINO CPU: depthwise/multiplier int8 are their own kernels)
@@ -361,7 +371,7 @@ def cpu_layer_cost(info: LayerInfo, p: CPUProfile) -> LayerCost:
             k, rate = k8, float(k8["rate"])
         else:
             rate *= p.int8_speedup
-    work = info.macs if k["metric"] == "macs" else nbytes
+    work = cpu_work(info, k["metric"])
     compute_us = work / rate if rate > 0 else 0.0
     mem_us = nbytes / (p.mem_gbps * 1e3)
     return LayerCost(us=max(compute_us, mem_us) + float(k["overhead_us"]), **base)

@@ -217,6 +217,8 @@ DEFAULT_CPU = CPUProfile(
         "activation": {"metric": "bytes", "rate": 8600.0, "overhead_us": 5.0},
         "concat": {"metric": "bytes", "rate": 32000.0, "overhead_us": 4.0},
         "pad": {"metric": "bytes", "rate": 54000.0, "overhead_us": 4.0},
+        # a FakeQuantize OpenVINO CPU cannot fuse into a producer (after a Resize, Concat, input): assumed rate
+        "quant": {"metric": "bytes", "rate": 16000.0, "overhead_us": 5.0},
         "other": {"metric": "bytes", "rate": 16000.0, "overhead_us": 5.0},
     },
     mem_gbps=20.0,
