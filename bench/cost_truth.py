@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             from rewriter.cost import calibrate_cpu
 
             t0 = time.perf_counter()
-            prof = calibrate_cpu([base, *variants.values()], runs=5)
+            prof = calibrate_cpu([base, *variants.values()], runs=7)
             print(f"calibrated cpu profile in {time.perf_counter() - t0:.0f} s: {prof.source}", flush=True)
             result["cpu_profile"] = prof.to_json()
         print(f"\nCPU, {base.name}: predicted vs measured speedup over the original")

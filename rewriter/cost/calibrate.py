@@ -152,20 +152,22 @@ def calibrate_cpu(models: list[ModelHandle | Any] | None = None, runs: int = 5, 
                   threads: int | None = None, probes: bool = True) -> CPUProfile:
     """Fit the cpu profile's per-kind throughput from performance counters; cache it for this machine.
 
-    Uses ``models`` (e.g. the MiDaS exports being optimised) plus, with ``probes``, single-op graphs that
+    The models run round-robin (``perf_counters_interleaved``) so load swings on a shared machine hit them
+    alike. Uses ``models`` (e.g. the MiDaS exports being optimised) plus, with ``probes``, single-op graphs that
     cover every op kind (``probe_models()``).
     """
-    from .measure import perf_counters
+    from .measure import perf_counters_interleaved
 
-    models = list(models or []) + (probe_models() if probes else [])
+    models = [m if isinstance(m, ModelHandle) else ModelHandle.load(m)
+              for m in list(models or []) + (probe_models() if probes else [])]
+    all_rows = perf_counters_interleaved(models, runs=runs, threads=threads)
 
     base = load_cpu_profile()  # refine an earlier calibration of this machine, else start from the default
     samples: dict[str, list[tuple[float, float]]] = {}
     int8_pairs: list[tuple[float, float]] = []
-    for m in models:
-        h = m if isinstance(m, ModelHandle) else ModelHandle.load(m)
+    for h, rows in zip(models, all_rows):
         infos = {i.node: i for i in layers(h)}
-        for row in perf_counters(h, runs=runs, threads=threads):
+        for row in rows:
             info = infos.get(row["node"])
             if info is None or info.op in ("shape", "reshape") or (info.op == "quant"
                                                                   and not info.attrs.get("cpu_standalone")):
