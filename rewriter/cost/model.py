@@ -1,15 +1,15 @@
 """Analytic per-layer latency model: predict(), compare(), what-if helpers, and a plain-text table.
 
-Per layer: time = max(compute on its unit, data movement) + fixed overhead.
-- NPU (``kmb``, ``mtl``): convolutions, depthwise, pooling, eltwise and integer-scale asymmetric/half_pixel
-  bilinear resizes (as a depthwise transposed conv) run on the DPU MAC array, with channels padded to groups
-  of 16, depthwise at a fraction of the array, INT8 ``fp16_ratio`` times faster than FP16; other activations
-  and align_corners / fractional resizes run on the SHAVE DSPs; tensors that do not fit in CMX pay DDR
-  transfers. FP32 models are costed as FP16.
-- CPU (``cpu``): per op kind, overhead + max(work / fitted rate, bytes / memory bandwidth); the rates come
-  from ``calibrate_cpu`` on this machine when a calibration is cached, else from the shipped default.
+Per layer: time = max(compute on its engine, DDR traffic) + per-workload overhead.
+- NPU (``kmb``, ``mtl``): convolutions, depthwise, pooling and eltwise run on the DPU MAC array, with channels
+  padded to groups of 16, depthwise at a fraction of the array, INT8 ``fp16_ratio`` times faster than FP16,
+  105 DPU cycles per workload; a layer larger than CMX is tiled spatially, and only tensors that neither fit
+  CMX nor have a single reader go to DDR (``npu_residency``). Each resize is priced as the ops the NPU compiler
+  lowers it to (``lowering.resize_lowering``: SHAVE kernel, depthwise convs, per-line GroupConvs, DMA copies).
+  Other activations run on the SHAVE DSPs. FP32 models are costed as FP16.
+- CPU (``cpu``): per op kind (and per INT8 form), overhead + max(work / fitted rate, bytes / memory bandwidth);
+  the rates come from ``calibrate_cpu`` on this machine when a calibration is cached, else the shipped default.
 """
-
 from __future__ import annotations
 
 import math
