@@ -178,7 +178,8 @@ def render_cost_text(report: dict[str, Any], top: int = 10) -> str:
             lines.append(f"  alongside: others {al['others_ms']:.3f} ms, total {al['total_ms']:.3f} ms, "
                          f"{'fits' if al['fits'] else 'DOES NOT FIT'}, headroom {al['headroom_ms']:.3f} ms")
         for r in tj["resizes"]:
-            lines.append(f"  resize {r['node'][-40:]}: {r['engine']} ({r['rule'] or 'cpu kernel'})")
+            why = (r["rule"] or "cpu kernel").split("; ")[-1]  # the deciding clause
+            lines.append(f"  resize {r['node'][-36:]}: {r['engine']} ({why})")
         for r in sorted(tj["layers"], key=lambda r: -r["us"])[:top]:
             lines.append(f"  {r['node'][-44:]:<44} {r['op']:<10} {r['engine']:<6} {r['us']:>10.1f} us")
     return "\n".join(line[:100] for line in lines)
