@@ -167,7 +167,7 @@ def cost_html(report: dict[str, Any]) -> str:
 
 def render_cost_text(report: dict[str, Any], top: int = 10) -> str:
     """Plain-text summary: one block per target with the top layers (<= 100 columns)."""
-    lines = [f"cost: {report['model']} (precision {report['precision']})"]
+    lines = [f"cost: {Path(report['model']).name} (precision {report['precision']})"]
     for t, tj in report["targets"].items():
         eng = "  ".join(f"{k} {v:.3f} ms" for k, v in tj["by_engine"].items())
         lines.append(f"\n{t}: {tj['total_ms']:.3f} ms  {tj['fps']:.1f} fps  {100 * tj['frame_share']:.1f}% of "
