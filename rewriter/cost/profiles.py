@@ -201,19 +201,22 @@ class CPUProfile:
 # mem_gbps with them) to put the proxy at 200 ms, inside the 135-243 ms measured there uncontended
 # [MIDAS-CTX]; ratios between models are unchanged by that scaling. With it, predicted vs measured CPU speedup
 # per pass (bench/cost_truth.py, 21 interleaved A/B rounds): dwpw r1 1.67 vs 1.72, r2 1.13 vs 1.12, r2 split
-# 1.28 vs 1.28, int8 3.04 vs 2.96, asym+dwpw r1+int8 4.33 vs 4.73, asym+dwpw r2+int8 1.55 vs 1.77.
+# 1.28 vs 1.28, int8 3.02 vs 2.96, asym+dwpw r1+int8 4.30 vs 4.73, asym+dwpw r2+int8 1.55 vs 1.77.
 # Kernel facts it encodes: a depthwise conv with channel multiplier > 1 runs ~2.5x slower per MAC than a plain
 # one in FP32 and ~10x slower in INT8 (dwconv_mult_int8), while plain INT8 depthwise is ~2x faster than FP32.
-# "rate" is MACs (or bytes) per microsecond. Run `calibrate_cpu` on your machine to replace it (cache dir).
+# Per-node overheads of the conv kinds are not from that fit (it clamps them to ~0 on MiDaS-sized layers) but
+# from perf counters of single-op graphs at 8 channels, 16x16, where kernels are overhead-bound: conv3x3
+# ~12 us, 1x1 ~6 us, depthwise ~5 us; they add < 1% to the proxy. "rate" is MACs (or bytes) per microsecond.
+# Run `calibrate_cpu` on your machine to replace it (cache dir).
 DEFAULT_CPU = CPUProfile(
     name="cpu",
     description="OpenVINO CPU plugin, FP32 (default profile of a 2-core AVX2 machine)",
     kinds={
-        "conv": {"metric": "macs", "rate": 68100.0, "overhead_us": 0.0},
-        "pwconv": {"metric": "macs", "rate": 40060.0, "overhead_us": 0.0},
+        "conv": {"metric": "macs", "rate": 68100.0, "overhead_us": 12.0},
+        "pwconv": {"metric": "macs", "rate": 40060.0, "overhead_us": 6.0},
         "gconv": {"metric": "macs", "rate": 51120.0, "overhead_us": 1.3},
-        "dwconv": {"metric": "macs", "rate": 11840.0, "overhead_us": 3.8},
-        "dwconv_mult": {"metric": "macs", "rate": 4660.0, "overhead_us": 0.0},
+        "dwconv": {"metric": "macs", "rate": 11840.0, "overhead_us": 5.0},
+        "dwconv_mult": {"metric": "macs", "rate": 4660.0, "overhead_us": 5.0},
         "convtranspose": {"metric": "macs", "rate": 55950.0, "overhead_us": 1.3},
         "dwconvtranspose": {"metric": "macs", "rate": 2760.0, "overhead_us": 1.3},
         "pool": {"metric": "macs", "rate": 4720.0, "overhead_us": 1.3},
@@ -226,9 +229,9 @@ DEFAULT_CPU = CPUProfile(
         "quant": {"metric": "bytes", "rate": 23960.0, "overhead_us": 5.8},
         "other": {"metric": "bytes", "rate": 16000.0, "overhead_us": 5.0},
         # INT8 forms (QDQ ONNX / FakeQuantize IR): each its own kernel on OpenVINO CPU
-        "conv_int8": {"metric": "macs", "rate": 262190.0, "overhead_us": 0.0},
-        "pwconv_int8": {"metric": "macs", "rate": 174440.0, "overhead_us": 0.0},
-        "dwconv_int8": {"metric": "macs", "rate": 25910.0, "overhead_us": 4.7},
+        "conv_int8": {"metric": "macs", "rate": 262190.0, "overhead_us": 12.0},
+        "pwconv_int8": {"metric": "macs", "rate": 174440.0, "overhead_us": 6.0},
+        "dwconv_int8": {"metric": "macs", "rate": 25910.0, "overhead_us": 5.0},
         "dwconv_mult_int8": {"metric": "macs", "rate": 2610.0, "overhead_us": 13.2},
     },
     mem_gbps=75.8,
