@@ -71,7 +71,8 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
 
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
     input/usage and ``GateFailed`` when a gate fails under ``on_fail="stop"`` (nothing is saved then; the
-    exception carries the report).
+    exception carries the report). ``alongside`` (models) / ``alongside_ms`` add each target's shared-frame
+    figures as ``latency[target]["alongside"]``.
     """
     if on_fail not in ON_FAIL:
         raise RewriteError(f"--on-fail {on_fail!r}: use one of {', '.join(ON_FAIL)}")
