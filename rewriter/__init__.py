@@ -3,8 +3,8 @@
 from .errors import GateFailed, InvalidGraph, RewriteError
 from .model import ModelHandle
 
-__all__ = ["GateFailed", "InvalidGraph", "ModelHandle", "RewriteError", "diff_models", "load", "rewrite",
-           "verify_models"]
+__all__ = ["GateFailed", "InvalidGraph", "ModelHandle", "RewriteError", "cost_report", "diff_models", "load",
+           "rewrite", "verify_models"]
 __version__ = "0.1.0"
 
 
@@ -32,3 +32,10 @@ def diff_models(a, b, **kwargs):
     from .diff import diff as _diff
 
     return _diff(a, b, **kwargs)
+
+
+def cost_report(model, targets=("kmb", "mtl", "cpu"), **kwargs):
+    """Predicted fps, ms per engine and per-layer rows per target; see ``rewriter.cost.command.cost_report``."""
+    from .cost.command import cost_report as _cost_report
+
+    return _cost_report(model, targets, **kwargs)

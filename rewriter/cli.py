@@ -5,6 +5,7 @@
     rewrite --list-passes                     names, exactness, formats, options
     rewrite verify BEFORE AFTER [--locate]    numerical comparison of any two models
     rewrite diff BEFORE AFTER                 structural diff of any two models
+    rewrite cost MODEL [--target T] [--alongside OTHER]   predicted fps, ms per engine, per-layer table
 
 Exit codes: 0 success (rolled-back passes are listed in the report), 1 a verification gate failed under
 --on-fail stop or `verify` found a difference, 2 bad usage or bad input, 3 internal error.
@@ -26,6 +27,7 @@ examples:
   rewrite --passes asym_interp model.onnx --to ir -o model.asym.xml --measure
   rewrite verify model.onnx model.rewritten.onnx --locate
   rewrite diff model.onnx model.rewritten.onnx --html diff.html
+  rewrite cost model.onnx --target mtl --precision int8 --alongside other.xml --html cost.html
 
 exit codes: 0 ok; 1 gate failed with --on-fail stop (nothing written) or verify found a difference;
             2 bad usage or bad input; 3 internal error
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
     p.add_argument("--input-shape", metavar="SHAPE",
                    help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
+    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
+                   help="another model sharing the NPU frame: report ours + others vs 16.67 ms (repeatable)")
+    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
     p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
@@ -85,6 +90,10 @@ def _sub_parser(name: str) -> argparse.ArgumentParser:
         from .verify import add_verify_arguments
 
         add_verify_arguments(p)
+    elif name == "cost":
+        from .cost.command import add_cost_arguments
+
+        add_cost_arguments(p)
     else:
         from .diff import add_diff_arguments
 
@@ -96,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     try:
-        if argv and argv[0] in ("verify", "diff"):
+        if argv and argv[0] in ("verify", "diff", "cost"):
             args = _sub_parser(argv[0]).parse_args(argv[1:])
+            if argv[0] == "cost":
+                from .cost.command import run_cost
+
+                return run_cost(args)
             if argv[0] == "verify":
                 from .verify import run_verify
 
@@ -169,6 +182,11 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     for extra in (args.report, args.md, args.html):
         if extra:
             check_output_path(Path(extra), src)
+    for other in args.alongside:  # fail before the passes run, not after
+        if not Path(other).exists():
+            raise RewriteError(f"--alongside {other}: no such file")
+    if args.alongside_ms is not None and not args.alongside_ms >= 0:
+        raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     code = 0
     try:
@@ -177,6 +195,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             on_fail=args.on_fail, budget=args.budget, tol=args.tol,
                             check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
                             compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
+                            alongside=args.alongside, alongside_ms=args.alongside_ms,
                             verbosity=-1 if args.quiet else int(args.verbose), progress=say,
                             input_shape=args.input_shape)
         report["input"] = str(src)

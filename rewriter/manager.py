@@ -73,12 +73,14 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             budget: dict | str | None = None, tol: float | None = None, check_runtime: str = "ov",
             measure: bool = False, seed: int = 0, compress_to_fp16: bool = False, verbosity: int = 0,
             locate: bool = True, progress: Callable[[str], None] | None = None,
-            input_shape: str | dict[str, list[int]] | None = None) -> tuple[ModelHandle, dict]:
+            input_shape: str | dict[str, list[int]] | None = None, alongside: list | None = None,
+            alongside_ms: float | None = None) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
     input/usage and ``GateFailed`` when a gate fails under ``on_fail="stop"`` (nothing is saved then; the
-    exception carries the report).
+    exception carries the report). ``alongside`` (models) / ``alongside_ms`` add each target's shared-frame
+    figures as ``latency[target]["alongside"]``.
     """
     if on_fail not in ON_FAIL:
         raise RewriteError(f"--on-fail {on_fail!r}: use one of {', '.join(ON_FAIL)}")
@@ -123,6 +125,10 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             raise GateFailed(f"pass {p.name} failed its check: {entry['fidelity'].get('message') or entry.get('error')}"
                              " (--on-fail stop: nothing written)", report)
     report["latency"] = _latency(original, current, targets)
+    if alongside or alongside_ms is not None:  # the frame shared with other workloads, per target
+        from .cost.command import attach_alongside
+
+        attach_alongside(report["latency"], alongside, alongside_ms)
     report["op_counts"] = _op_counts(original, current)
     if measure:
         say("measuring CPU latency (interleaved A/B) ...")

@@ -187,6 +187,20 @@ def test_dwpw_cheaper_than_full_conv_on_npus_and_by_less_on_mtl():
     assert gains["mtl"] < 3.0  # "about 2x" on VPU 2.7
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_dwpw_cheaper_at_every_resolution_and_growing_on_mtl(precision):
+    """Published per-layer behaviour (learned VPUNN model): dw3x3+pw1x1 is clearly cheaper than conv3x3 64->64
+    from 16^2 to 256^2 on both chips, the gain growing with resolution on 2.7; tensors larger than CMX are
+    tiled and the pair's intermediate stays in CMX, so the gain does not collapse at 128^2."""
+    gains = {t: [conv_cost_us(t, 64, 64, 3, s, s, precision=precision)
+                 / dwpw_pair_cost_us(t, 64, 64, 3, s, s, precision=precision) for s in (16, 32, 64, 128, 256)]
+             for t in ("kmb", "mtl")}
+    for t, g in gains.items():
+        assert min(g) > 1.5, (t, g)
+    assert all(b >= a - 1e-6 for a, b in zip(gains["mtl"], gains["mtl"][1:])) and gains["mtl"][3] > gains["mtl"][0]
+    assert min(gains["kmb"]) > max(gains["mtl"])  # several times on 2.0, about 2x on 2.7
+
+
 def test_conv_cost_positional_and_keyword_calls_agree():
     # passes/dwpw.py calls the helpers positionally
     assert conv_cost_us("mtl", 64, 64, 3, 72, 128) == conv_cost_us("mtl", cin=64, cout=64, k=3, h=72, w=128)
@@ -211,8 +225,9 @@ def test_fp32_costed_as_fp16_on_npu_only():
 
 
 def test_asymmetric_swap_lowers_npu_time_and_is_attributed():
-    before = _resize_graph("align_corners")
-    after = _resize_graph("asymmetric")
+    # 36x64 -> 72x128 at 64 channels fits CMX on both chips, so align_corners stays a SHAVE kernel
+    before = _resize_graph("align_corners", 36, 64)
+    after = _resize_graph("asymmetric", 36, 64)
     after.onnx.graph.node[1].name = "up"
     after.tag(["up"], "asym_interp")
     for t in ("kmb", "mtl"):
@@ -226,7 +241,10 @@ def test_asymmetric_swap_lowers_npu_time_and_is_attributed():
         top = d["top_changed"][0]
         assert (top["node"], top["pass"], top["status"]) == ("up", "asym_interp", "changed")
         assert d["per_pass_delta_ms"]["asym_interp"] < 0
-    hp = predict(_resize_graph("half_pixel"), "mtl")
+        assert (top["engine_before"], top["engine"]) == ("shave", "dpu")
+        (rz,) = d["resizes"]
+        assert (rz["node"], rz["engine_before"], rz["engine"]) == ("up", "shave", "dpu") and "V2" in rz["rule"]
+    hp = predict(_resize_graph("half_pixel", 36, 64), "mtl")
     assert {c.node: c.unit for c in hp.layers}["up"] == "dpu"
 
 
@@ -371,10 +389,13 @@ def test_midas_small_fixture_costs(name):
     for t in TARGETS:
         c = predict(h, t)
         assert c.total_ms > 0 and c.fps > 0
-        units = {x.node: x.unit for x in c.layers}
-        ac = [x.node for x in resizes if x.attrs["coordinate_mode"] == "align_corners"]
-        if t != "cpu":
-            assert all(units[n] == "shave" for n in ac)
+        rows = {x.node: x for x in c.layers}
+        ac = [x for x in resizes if x.attrs["coordinate_mode"] == "align_corners"]
+        if t != "cpu":  # never the stencil lowering: SHAVE, or per-line GroupConvs when it exceeds CMX
+            for x in ac:
+                assert "not a fixed stencil" in rows[x.node].lowering["rule"]
+                big = x.in_elems + x.out_elems > {"kmb": 917504, "mtl": 1982464}[t]
+                assert rows[x.node].engine == ("dpu" if big else "shave"), (t, x.node)
         text = cost_table_text(c, top=10)
         assert max(len(line) for line in text.splitlines()) <= 100
 
@@ -384,3 +405,43 @@ def test_midas_small_fixture_onnx_and_ir_agree():
     b = ModelHandle.load(_fixture("small_ir_256x256"))
     for t in ("kmb", "mtl"):
         assert predict(b, t).total_ms == pytest.approx(predict(a, t).total_ms, rel=0.05)
+
+
+# ---- CPU forms -------------------------------------------------------------------------------------------
+def _qdq(x, name, inits):
+    s = numpy_helper.from_array(np.array(0.02, np.float32), f"{name}_s")
+    z = numpy_helper.from_array(np.array(0, np.int8), f"{name}_z")
+    inits += [s, z]
+    return [helper.make_node("QuantizeLinear", [x, s.name, z.name], [f"{name}_q"], name=f"{name}_q"),
+            helper.make_node("DequantizeLinear", [f"{name}_q", s.name, z.name], [f"{name}_dq"], name=f"{name}_dq")]
+
+
+def test_cpu_standalone_quantizers_and_int8_forms():
+    """OpenVINO CPU fuses an activation quantizer into a conv producer, not after a Resize; INT8 depthwise with a
+    channel multiplier runs its own (slow) kernel, costed by the profile's ``dwconv_mult_int8`` entry."""
+    from rewriter.cost.model import cpu_layer_cost
+    from rewriter.cost.profiles import DEFAULT_CPU, CPUProfile
+
+    inits = []
+    wc = numpy_helper.from_array(RNG.integers(-50, 50, (16, 16, 3, 3)).astype(np.int8), "wc")
+    wd = numpy_helper.from_array(RNG.integers(-50, 50, (32, 1, 3, 3)).astype(np.int8), "wd")
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["up"], name="up", mode="linear",
+                              coordinate_transformation_mode="asymmetric")]
+    nodes += _qdq("up", "a", inits)
+    nodes += [helper.make_node("DequantizeLinear", ["wc", "a_s", "a_z"], ["wcd"], name="wcd"),
+              helper.make_node("Conv", ["a_dq", "wcd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c"], ["r"], name="relu")]
+    nodes += _qdq("r", "b", inits)
+    nodes += [helper.make_node("DequantizeLinear", ["wd", "a_s", "a_z"], ["wdd"], name="wdd"),
+              helper.make_node("Conv", ["b_dq", "wdd"], ["y"], name="dwm", pads=[1, 1, 1, 1], group=16)]
+    m = _model(nodes, [wc, wd, *inits, numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")],
+               [1, 16, 16, 16])
+    li = {x.node: x for x in layers(m)}
+    assert li["a_q"].attrs.get("cpu_standalone") and not li["a_q"].attrs.get("cpu_fused_into")
+    assert li["b_q"].attrs.get("cpu_fused_into") == "conv"
+    assert li["dwm"].precision == "int8" and li["dwm"].cost_kind == "dwconv_mult"
+    costs = {c.node: c.us for c in predict(m, "cpu").layers}
+    assert costs["a_q"] > 0 and costs["b_q"] == 0
+    slow = CPUProfile.from_json({**DEFAULT_CPU.to_json(), "kinds": {
+        **DEFAULT_CPU.kinds, "dwconv_mult_int8": {"metric": "macs", "rate": 100.0, "overhead_us": 5.0}}})
+    assert cpu_layer_cost(li["dwm"], slow).us > 10 * cpu_layer_cost(li["dwm"], DEFAULT_CPU).us

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..model import ModelHandle
 from .layers import layers
+from .model import cpu_work
 from .profiles import DEFAULT_CPU, CPUProfile
 
 _FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
@@ -151,33 +152,38 @@ def calibrate_cpu(models: list[ModelHandle | Any] | None = None, runs: int = 5, 
                   threads: int | None = None, probes: bool = True) -> CPUProfile:
     """Fit the cpu profile's per-kind throughput from performance counters; cache it for this machine.
 
-    Uses ``models`` (e.g. the MiDaS exports being optimised) plus, with ``probes``, single-op graphs that
+    The models run round-robin (``perf_counters_interleaved``) so load swings on a shared machine hit them
+    alike. Uses ``models`` (e.g. the MiDaS exports being optimised) plus, with ``probes``, single-op graphs that
     cover every op kind (``probe_models()``).
     """
-    from .measure import perf_counters
+    from .measure import perf_counters_interleaved
 
-    models = list(models or []) + (probe_models() if probes else [])
+    models = [m if isinstance(m, ModelHandle) else ModelHandle.load(m)
+              for m in list(models or []) + (probe_models() if probes else [])]
+    all_rows = perf_counters_interleaved(models, runs=runs, threads=threads)
 
     base = load_cpu_profile()  # refine an earlier calibration of this machine, else start from the default
     samples: dict[str, list[tuple[float, float]]] = {}
     int8_pairs: list[tuple[float, float]] = []
-    for m in models:
-        h = m if isinstance(m, ModelHandle) else ModelHandle.load(m)
+    for h, rows in zip(models, all_rows):
         infos = {i.node: i for i in layers(h)}
-        for row in perf_counters(h, runs=runs, threads=threads):
+        for row in rows:
             info = infos.get(row["node"])
-            if info is None or info.op in ("shape", "reshape", "quant"):
+            if info is None or info.op in ("shape", "reshape") or (info.op == "quant"
+                                                                  and not info.attrs.get("cpu_standalone")):
                 continue
             kind = info.cost_kind
             spec = DEFAULT_CPU.kinds.get(kind) or DEFAULT_CPU.kinds.get(info.op) or DEFAULT_CPU.kinds["other"]
-            work = info.macs if spec["metric"] == "macs" else info.bytes
+            work = cpu_work(info, spec["metric"])
+            key = kind if kind in DEFAULT_CPU.kinds else info.op
             if info.precision == "int8" and spec["metric"] == "macs":
-                int8_pairs.append((work, row["us"]))
-                continue
-            samples.setdefault(kind if kind in DEFAULT_CPU.kinds else info.op, []).append((work, row["us"]))
+                if key == "conv":
+                    int8_pairs.append((work, row["us"]))
+                key = f"{key}_int8"  # each INT8 form gets its own rate (depthwise int8 is not conv int8)
+            samples.setdefault(key, []).append((work, row["us"]))
     kinds = {k: dict(v) for k, v in base.kinds.items()}
     for kind, ss in samples.items():
-        default = kinds.get(kind) or DEFAULT_CPU.kinds["other"]
+        default = kinds.get(kind) or DEFAULT_CPU.kinds.get(kind.removesuffix("_int8")) or DEFAULT_CPU.kinds["other"]
         kinds[kind] = _fit(ss, default)
     int8_speedup = base.int8_speedup
     if int8_pairs and "conv" in kinds:

@@ -248,6 +248,15 @@ def _mark_fusions(out: list[LayerInfo]) -> list[LayerInfo]:
             dst = by_name.get(li.consumers[0])
             if dst is not None and dst.op in _CONV_KINDS and li.attrs.get("mode", "constant") == "constant":
                 li.attrs["fused_into"] = dst.node
+        elif li.op == "quant" and li.op_type in ("QuantizeLinear", "FakeQuantize"):
+            # OpenVINO CPU fuses an activation quantizer into a single-use conv/eltwise producer (post-op);
+            # after a Resize, Concat or the input it runs as its own FakeQuantize node
+            root = src.attrs.get("fused_into") if src is not None and src.op == "activation" else None
+            prod = by_name.get(root) if root else src
+            if prod is not None and prod.op in _FUSING_PRODUCERS and len(prod.consumers) == 1:
+                li.attrs["cpu_fused_into"] = prod.node
+            else:
+                li.attrs["cpu_standalone"] = True
         elif li.op == "eltwise" and li.op_type in ("Add", "Sum") and len(li.producers) == 2:
             for p in li.producers:
                 q = by_name.get(p)

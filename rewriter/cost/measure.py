@@ -134,6 +134,56 @@ def _ov_to_graph_names(handle: ModelHandle, ovm) -> dict[str, str]:
     return out
 
 
+class _PerfSession:
+    """One model compiled with performance counters; ``infer()`` adds one run's per-node times."""
+
+    def __init__(self, model: ModelHandle | Any, threads: int | None = None,
+                 input_shape: dict[str, list[int]] | list[int] | None = None, warmup: int = 1):
+        self.handle = _handle(model)
+        self.fixed = _fixed_input_shapes(self.handle, input_shape)
+        self.compiled, self.ovm = _compiled(self.handle, self.fixed, perf=True, threads=threads)
+        self.req = self.compiled.create_infer_request()
+        self.x = _feed(self.handle, self.fixed)
+        self.times: dict[str, list[float]] = {}
+        self.meta: dict[str, tuple[str, str]] = {}
+        for _ in range(max(0, warmup)):
+            self.req.infer(self.x)
+
+    def infer(self) -> None:
+        self.req.infer(self.x)
+        for pi in self.req.get_profiling_info():
+            if str(pi.status).endswith(".EXECUTED"):  # skip NOT_RUN / OPTIMIZED_OUT nodes
+                self.times.setdefault(pi.node_name, []).append(pi.real_time.total_seconds() * 1e6)
+                self.meta[pi.node_name] = (pi.node_type, pi.exec_type)
+
+    def rows(self) -> list[dict[str, Any]]:
+        originals: dict[str, list[str]] = {}
+        for op in self.compiled.get_runtime_model().get_ops():
+            ri = op.get_rt_info()
+            if "originalLayersNames" in ri:
+                raw = ri["originalLayersNames"].astype(str)
+                originals[op.get_friendly_name()] = [s for s in raw.split(",") if s]
+        to_graph = _ov_to_graph_names(self.handle, self.ovm)
+        infos = {i.node: i for i in layers(self.handle, input_shape=self.fixed)}
+        rows = []
+        for rname, ts in self.times.items():
+            graph_nodes = []
+            for o in originals.get(rname, []) or [rname]:
+                g = to_graph.get(o)
+                if g and g in infos and g not in graph_nodes:
+                    graph_nodes.append(g)
+            ltype, etype = self.meta[rname]
+            if graph_nodes:
+                main = max(graph_nodes, key=lambda g: (_kind_rank(infos[g].op), infos[g].macs, infos[g].bytes))
+                kind = infos[main].op
+            else:
+                main, kind = rname, ("reorder" if ltype == "Reorder" else "other")
+            rows.append({"node": main, "fused": [g for g in graph_nodes if g != main], "op": kind,
+                         "runtime_name": rname, "layer_type": ltype, "exec_type": etype,
+                         "us": round(statistics.median(ts), 3)})
+        return rows
+
+
 def perf_counters(model: ModelHandle | Any, runs: int = 5, warmup: int = 1, threads: int | None = None,
                   input_shape: dict[str, list[int]] | list[int] | None = None) -> list[dict[str, Any]]:
     """Per-layer CPU times from OpenVINO performance counters, mapped back to graph nodes.
@@ -143,46 +193,21 @@ def perf_counters(model: ModelHandle | Any, runs: int = 5, warmup: int = 1, thre
     ``op`` (cost-model kind of ``node``, or ``reorder``/``other`` for plugin-inserted nodes),
     ``runtime_name``, ``layer_type``, ``exec_type`` and ``us`` (median over ``runs``).
     """
-    h = _handle(model)
-    fixed = _fixed_input_shapes(h, input_shape)
-    compiled, ovm = _compiled(h, fixed, perf=True, threads=threads)
-    req = compiled.create_infer_request()
-    x = _feed(h, fixed)
-    for _ in range(max(0, warmup)):
-        req.infer(x)
-    times: dict[str, list[float]] = {}
-    meta: dict[str, tuple[str, str]] = {}
+    session = _PerfSession(model, threads=threads, input_shape=input_shape, warmup=warmup)
     for _ in range(max(1, runs)):
-        req.infer(x)
-        for pi in req.get_profiling_info():
-            if str(pi.status).endswith(".EXECUTED"):  # skip NOT_RUN / OPTIMIZED_OUT nodes
-                times.setdefault(pi.node_name, []).append(pi.real_time.total_seconds() * 1e6)
-                meta[pi.node_name] = (pi.node_type, pi.exec_type)
-    originals: dict[str, list[str]] = {}
-    for op in compiled.get_runtime_model().get_ops():
-        ri = op.get_rt_info()
-        if "originalLayersNames" in ri:
-            raw = ri["originalLayersNames"].astype(str)
-            originals[op.get_friendly_name()] = [s for s in raw.split(",") if s]
-    to_graph = _ov_to_graph_names(h, ovm)
-    infos = {i.node: i for i in layers(h, input_shape=fixed)}
-    rows = []
-    for rname, ts in times.items():
-        graph_nodes = []
-        for o in originals.get(rname, []) or [rname]:
-            g = to_graph.get(o)
-            if g and g in infos and g not in graph_nodes:
-                graph_nodes.append(g)
-        ltype, etype = meta[rname]
-        if graph_nodes:
-            main = max(graph_nodes, key=lambda g: (_kind_rank(infos[g].op), infos[g].macs, infos[g].bytes))
-            kind = infos[main].op
-        else:
-            main, kind = rname, ("reorder" if ltype == "Reorder" else "other")
-        rows.append({"node": main, "fused": [g for g in graph_nodes if g != main], "op": kind,
-                     "runtime_name": rname, "layer_type": ltype, "exec_type": etype,
-                     "us": round(statistics.median(ts), 3)})
-    return rows
+        session.infer()
+    return session.rows()
+
+
+def perf_counters_interleaved(models: list[ModelHandle | Any], runs: int = 5, warmup: int = 1,
+                              threads: int | None = None) -> list[list[dict[str, Any]]]:
+    """``perf_counters`` of several models, run round-robin (one inference of each per round), so a busy
+    machine's slow spells hit every model alike and their per-kind rates stay comparable."""
+    sessions = [_PerfSession(m, threads=threads, warmup=warmup) for m in models]
+    for _ in range(max(1, runs)):
+        for s in sessions:
+            s.infer()
+    return [s.rows() for s in sessions]
 
 
 def _kind_rank(kind: str) -> int:
