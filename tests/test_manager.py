@@ -122,7 +122,8 @@ REAL_PASSES = ["asym_interp", "interp_deconv", "dwpw"]
 def test_registered_passes_are_idempotent_and_deterministic(tiny_onnx, tiny_ir, name, fmt):
     registry = load_passes()
     src = ModelHandle.load(tiny_onnx if fmt == "onnx" else tiny_ir)
-    ctx = PassContext(targets=("cpu",))
+    # interp_deconv on this 8-channel graph is predicted slower on cpu, so never-slower would skip it: no cost gate
+    ctx = PassContext(targets=() if name == "interp_deconv" else ("cpu",))
     first = src.clone()
     prep = registry["asym_interp"]() if name == "interp_deconv" else None  # deconv needs asymmetric sites
     if prep is not None:
