@@ -11,10 +11,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import RewriteError
 from .model import ModelHandle
+
+if TYPE_CHECKING:
+    from .inputs import Splits
 
 WILL_CHANGE = "will change"
 
@@ -146,6 +149,7 @@ class PassContext:
     verbosity: int = 0  # -1 quiet, 0 normal, 1 verbose
     original: ModelHandle | None = None  # the model as loaded, before any pass
     _calib_cache: dict = field(default_factory=dict)
+    splits: Splits | None = None  # calibration / validation / test inputs (rewriter.inputs.split_inputs)
 
     def calibration(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto",
                     folder: str | None = None):
@@ -155,6 +159,10 @@ class PassContext:
         """
         from .inputs import calibration_set
 
+        if self.splits is not None and (folder is None or folder in (self.calib_dir, self.images_dir)):
+            split = "validation" if folder is not None and folder == self.images_dir != self.calib_dir else \
+                "calibration"  # passes fit on the calibration split; --images is the validation one
+            return self.splits.inputs(split, model, preprocess=preprocess, count=count)
         return calibration_set(model, folder or self.calib_dir, count=count, seed=self.seed,
                                preprocess=preprocess, cache=self._calib_cache)
 
