@@ -171,10 +171,9 @@ class _Runner:
         self.runtime, self.locate, self.say, self.targets = runtime, locate, say, targets
         self.cost_cache: dict[tuple, tuple] = {}
 
-    def chain(self, plist: list[Pass], current: ModelHandle, report: dict, done: list[_Step] | None = None
-              ) -> list[_Step]:
-        """Run ``plist`` from ``current``; ``done`` are steps already run (kept in front of the new ones)."""
-        steps = list(done or [])
+    def chain(self, plist: list[Pass], current: ModelHandle, report: dict) -> list[_Step]:
+        """Run ``plist`` from ``current``, one step per pass."""
+        steps: list[_Step] = []
         for p in plist:
             _check_format(p, current)
             self.say(f"[{p.name}] matching and rewriting ...")
@@ -235,13 +234,18 @@ def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: l
         st.entry["latency"] = _pass_latency(st.before, st.before, run.targets, run.cost_cache)
         dropped.append({"pass": st.p.name, "reason": reason, "failed": _jsonable(
             {k2: gate.get(k2) for k2 in ("message", "needed", "metrics")})})
-        kept = chain[:k] + [_Step(st.p, st.entry, st.before, st.before)]
-        later = [s2.p for s2 in chain[k + 1:]]
-        if later:
-            run.say("re-running " + ", ".join(p.name for p in later) + f" without {st.p.name} ...")
-        chain = run.chain(later, st.before, report, done=kept)
+        current = st.before
+        rebuilt = chain[:k] + [_Step(st.p, st.entry, current, current)]
         for s2 in chain[k + 1:]:
-            s2.entry["notes"].append(f"re-run after {st.p.name} was dropped at the cumulative gate")
+            if s2.entry["status"] == "rolled_back_cumulative":  # dropped earlier: stays dropped
+                rebuilt.append(_Step(s2.p, s2.entry, current, current))
+                continue
+            run.say(f"re-running {s2.p.name} without {st.p.name} ...")
+            (new,) = run.chain([s2.p], current, report)
+            new.entry["notes"].append(f"re-run after {st.p.name} was dropped at the cumulative gate")
+            rebuilt.append(new)
+            current = new.after
+        chain = rebuilt
         gate = _final_gate(run, original, chain, splits)
     gate["dropped"] = dropped
     return gate, chain
