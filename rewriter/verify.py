@@ -160,7 +160,10 @@ def describe_inputs(inputs: InputSet, seed: int = 0) -> str:
         where = "skimage" if src == "skimage" else src.removeprefix("images:")
         parts.append(f"{n_img} {where} image{'s' if n_img != 1 else ''}")
     if n_rand:
-        parts.append(f"{n_rand} random (seed {seed})")
+        seeds = [int(n[6:]) for n in inputs.names if n.startswith("random") and n[6:].isdigit()]
+        span = (f"seeds {min(seeds)}–{max(seeds)}" if len(seeds) > 1 else f"seed {seeds[0]}") if seeds and \
+            max(seeds) >= n_rand else f"seed {seed}"  # split feeds carry their own seed in the name
+        parts.append(f"{n_rand} random ({span})")
     return " + ".join(parts) or "no inputs"
 
 
