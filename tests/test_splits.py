@@ -133,3 +133,15 @@ def test_cli_too_few_images_exit_2_one_line(tmp_path, tiny_onnx):
     r = run_cli("--passes", "asym_interp", str(img_model), "--calib", str(d), "-o", str(out))
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "at least 3" in lines[0] and not out.exists()
+
+
+def test_allow_overlap_is_said_in_the_report_headline(tmp_path):
+    from rewriter.manager import rewrite
+    from rewriter.report import render_text
+
+    d = folder(tmp_path / "two", 2)
+    _, rep = rewrite(image_model(), "asym_interp", calib=str(d), allow_overlap=True, targets=("cpu",))
+    assert rep["inputs"]["overlap"] is True and rep["inputs"]["validation"] == ["img00.png", "img01.png"]
+    assert "WARNING: --allow-overlap" in render_text(rep).split("Passes")[0]
+    _, rep = rewrite(image_model(), "asym_interp", calib=str(folder(tmp_path / "three", 3)), targets=("cpu",))
+    assert rep["inputs"]["overlap"] is False and "cumulative" in rep
