@@ -270,7 +270,8 @@ def measure_cell(cell: dict, m: ModelSpec, ctx: dict, out: Path, calib_dir: Path
 
 
 def split_fidelity(ctx: dict, after, calib_dir: Path) -> dict:
-    """Final model vs the original on the tool's validation and test splits (the same split the tool made)."""
+    """Final model vs the original on the tool's calibration (fitted on), validation and test splits (the same
+    split the tool made)."""
     from rewriter.inputs import split_inputs
 
     from .measure import fidelity, run_outputs
@@ -278,7 +279,7 @@ def split_fidelity(ctx: dict, after, calib_dir: Path) -> dict:
     if "splits" not in ctx:
         sp = split_inputs(ctx["original"], str(calib_dir), str(ctx["verify_dir"]), seed=SEED)
         ctx["splits"] = {k: (sp.get(k), run_outputs(ctx["original"], sp.get(k).feeds))
-                         for k in ("validation", "test")}
+                         for k in ("calibration", "validation", "test")}
     res = {}
     for k, (inputs, ref) in ctx["splits"].items():
         res[k] = {**fidelity(ref, run_outputs(after, inputs.feeds), inputs.names), "names": list(inputs.names)}
