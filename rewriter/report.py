@@ -237,8 +237,8 @@ def _headline_gates(r: dict) -> list[str]:
         lines.append(f"cumulative check (final vs original, test split): skipped ({cum['skipped']})")
     elif "passed" in cum:
         verdict = "PASSED" if cum["passed"] else "FAILED"
-        lines.append(f"cumulative check (final vs original, {cum.get('split', 'test')} split): {verdict} — "
-                     f"{cum.get('message', '')}")
+        msg = str(cum.get("message", "")).split("split: ", 1)[-1]  # the line already names the split
+        lines.append(f"cumulative check (final vs original, {cum.get('split', 'test')} split): {verdict} — {msg}")
         for d in cum.get("dropped") or []:
             lines.append(f"dropped at the cumulative check: {d.get('pass')}")
     inputs = r.get("inputs") or {}
