@@ -1,8 +1,10 @@
 """Numerical equivalence: run two models on the same inputs, compare, gate, and locate the first divergence.
 
-Inputs (``verification_inputs``): real images (``--images DIR``, else the photos shipped in scikit-image)
-preprocessed like the calibration path, plus ``EXACT_RANDOM_FEEDS`` seeded random inputs for exact passes;
-models whose input is not an image get seeded random inputs only.
+Inputs: the pass manager gates on its input splits (``rewriter.inputs.split_inputs``): each pass on the
+**validation** split, the final model against the original on the **test** split (``check_pass(...,
+inputs=, split=)``; the message names the split). ``rewrite verify`` (``verification_inputs``) uses real images
+(``--images DIR``, else the photos shipped in scikit-image). Exact passes add ``EXACT_RANDOM_FEEDS`` seeded
+random inputs; models whose input is not an image get seeded random inputs only.
 
 Gates (``check_pass``):
 
