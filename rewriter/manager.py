@@ -238,6 +238,7 @@ def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: l
         rebuilt = chain[:k] + [_Step(st.p, st.entry, current, current)]
         for s2 in chain[k + 1:]:
             if s2.entry["status"] == "rolled_back_cumulative":  # dropped earlier: stays dropped
+                s2.entry["latency"] = _pass_latency(current, current, run.targets, run.cost_cache)
                 rebuilt.append(_Step(s2.p, s2.entry, current, current))
                 continue
             run.say(f"re-running {s2.p.name} without {st.p.name} ...")

@@ -342,7 +342,8 @@ def budget_gate(results: dict[str, dict], budget: dict[str, float]) -> dict:
         value = (min if higher else max)(vals)
         ok = value >= limit if higher else value <= limit
         op = ("≥" if ok else "<") if higher else ("≤" if ok else ">")
-        checks.append(f"{key} {_fmt(value)} {op} {_fmt(limit)}")
+        shown = _fmt(value) if _fmt(value) != _fmt(limit) or value == limit else f"{value:.5g}"  # 0.9648 < 0.965
+        checks.append(f"{key} {shown} {op} {_fmt(limit)}")
         needed[key] = _round_out(value, not higher)
         if not ok:
             fails.append(key)
