@@ -1,9 +1,10 @@
 """Images the bench uses: a calibration folder, held-out evaluation photos, and the ground-truth pair.
 
 The tool's default fallback calibrates on the scikit-image photos; the bench instead splits the photos that
-ship with scikit-image (no download) into a calibration folder (passed as ``calib``/``images`` to the
-rewrite) and held-out photos for fidelity, so fidelity is not measured on the images refit and INT8 were
-calibrated on. Ground truth: the Middlebury 2014 motorcycle pair (left view + disparity, inf = invalid).
+ship with scikit-image (no download) into a calibration folder (``calib``), a held-out folder the tool
+splits into its validation and test splits (``images``), and the bench's own held-out photos for fidelity,
+so nothing is measured on the images refit and INT8 were calibrated on.
+Ground truth: the Middlebury 2014 motorcycle pair (left view + disparity, inf = invalid).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-CALIB_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field")
+CALIB_PHOTOS = ("astronaut", "coffee", "chelsea", "retina", "hubble_deep_field")
+# the tool's own held-out folder (--images): it splits these into validation (gates) and test (headline)
+HELDOUT_PHOTOS = ("rocket", "coins", "moon", "gravel")
 EVAL_PHOTOS = ("camera", "motorcycle_right", "immunohistochemistry", "clock")
 GT_NAME = "motorcycle_left"
 

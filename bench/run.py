@@ -22,7 +22,7 @@ import traceback
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .images import CALIB_PHOTOS, EVAL_PHOTOS, GT_NAME, write_folder
+from .images import CALIB_PHOTOS, EVAL_PHOTOS, GT_NAME, HELDOUT_PHOTOS, write_folder
 from .matrix import MODELS, PASS_SETS, QUICK_IMAGES, QUICK_MODELS, QUICK_RUNS, QUICK_SETS, ModelSpec, PassSet, cells
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                   "quick": args.quick, "subset": bool(args.quick or args.models or args.sets or args.runs),
                   "seed": SEED, "verify": not args.no_verify, "on_fail": "keep",
                   "targets": list(TARGETS), "json": _rel(json_path),
-                  "images": {"calib": list(CALIB_PHOTOS), "eval": list(EVAL_PHOTOS), "gt": GT_NAME},
+                  "images": {"calib": list(CALIB_PHOTOS), "heldout": list(HELDOUT_PHOTOS), "eval": list(EVAL_PHOTOS),
+                             "gt": GT_NAME},
                   "pass_sets": {k: asdict(v) for k, v in PASS_SETS.items()},
                   "started": dt.datetime.now().isoformat(timespec="seconds")},
         "machine": machine_info(REPO), "models": {}, "cells": []}
@@ -158,13 +159,19 @@ def prepare_model(m: ModelSpec, work: Path, reuse: bool = False) -> dict:
         info["baseline"] = {"gt": gt_accuracy(ev.gt, ref[-1]), "images": len(ev.feeds), "image_names": ev.names,
                             "size_mb": model_size_mb(path)}
         ctx.update(path=path, original=original, eval=ev, ref=ref)
-        # the tool's own gates run on the first verify_images calibration photos (bounded for slow models)
-        ctx["verify_dir"] = write_folder(work / f"verify{m.verify_images}", CALIB_PHOTOS[: m.verify_images])
+        # the tool's held-out folder: it splits it into validation (gates) and test (cumulative gate)
+        n = heldout_count(m)
+        ctx["verify_dir"] = write_folder(work / f"heldout{n}", HELDOUT_PHOTOS[:n])
     except Exception as e:
         info["error"] = f"{type(e).__name__}: {e}"
         info["traceback"] = traceback.format_exc(limit=6)
         print(f"bench: {m.key}: cannot prepare: {info['error']}", flush=True)
     return ctx
+
+
+def heldout_count(m: ModelSpec) -> int:
+    """Photos in the tool's held-out folder: one more than the gate budget, so validation and test both get some."""
+    return min(len(HELDOUT_PHOTOS), max(2, m.verify_images + 1))
 
 
 def _fixture(name: str, reuse: bool = False) -> tuple[Path, str | None]:
@@ -223,8 +230,10 @@ def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, v
         if not keep:
             shutil.rmtree(cdir, ignore_errors=True)
         return cell
+    cell["cumulative"] = _cumulative_summary(report.get("cumulative"))
+    cell["tool_inputs"] = report.get("inputs")
     try:
-        measure_cell(cell, m, ctx, out)
+        measure_cell(cell, m, ctx, out, calib_dir)
     except Exception as e:  # a measuring failure is recorded, the rewrite figures stay
         cell["error"] = f"measuring failed: {type(e).__name__}: {e}"
         cell["traceback"] = traceback.format_exc(limit=6)
@@ -233,8 +242,17 @@ def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, v
     return cell
 
 
-def measure_cell(cell: dict, m: ModelSpec, ctx: dict, out: Path) -> None:
-    """Fidelity vs the original, GT accuracy and the interleaved CPU A/B ratio of one rewritten model."""
+def _cumulative_summary(cum: dict | None) -> dict | None:
+    if not cum:
+        return None
+    return {"passed": cum.get("passed"), "skipped": cum.get("skipped"), "message": cum.get("message"),
+            "dropped": [d.get("pass") for d in cum.get("dropped") or []],
+            "mean": (cum.get("metrics") or {}).get("mean")}
+
+
+def measure_cell(cell: dict, m: ModelSpec, ctx: dict, out: Path, calib_dir: Path | None = None) -> None:
+    """Fidelity vs the original (bench held-out photos, and the tool's validation and test splits), GT
+    accuracy and the interleaved CPU A/B ratio of one rewritten model."""
     from rewriter.model import ModelHandle
 
     from .measure import fidelity, gt_accuracy, measure_ab, model_size_mb, run_outputs
@@ -243,10 +261,29 @@ def measure_cell(cell: dict, m: ModelSpec, ctx: dict, out: Path) -> None:
     ev = ctx["eval"]
     outs = run_outputs(after, ev.feeds)
     cell["fidelity"] = fidelity(ctx["ref"], outs, ev.names)
+    if calib_dir is not None:
+        cell["split_fidelity"] = split_fidelity(ctx, after, calib_dir)
     cell["gt"] = {"before": ctx["info"]["baseline"]["gt"], "after": gt_accuracy(ev.gt, outs[-1])}
     cell["output_mb"] = model_size_mb(out)
     res = measure_ab(ctx["original"], after, runs=m.runs, warmup=m.warmup)
     cell["measured"] = {k: v for k, v in res.items() if k not in ("before_all_ms", "after_all_ms")}
+
+
+def split_fidelity(ctx: dict, after, calib_dir: Path) -> dict:
+    """Final model vs the original on the tool's calibration (fitted on), validation and test splits (the same
+    split the tool made)."""
+    from rewriter.inputs import split_inputs
+
+    from .measure import fidelity, run_outputs
+
+    if "splits" not in ctx:
+        sp = split_inputs(ctx["original"], str(calib_dir), str(ctx["verify_dir"]), seed=SEED)
+        ctx["splits"] = {k: (sp.get(k), run_outputs(ctx["original"], sp.get(k).feeds))
+                         for k in ("calibration", "validation", "test")}
+    res = {}
+    for k, (inputs, ref) in ctx["splits"].items():
+        res[k] = {**fidelity(ref, run_outputs(after, inputs.feeds), inputs.names), "names": list(inputs.names)}
+    return res
 
 
 def run_child(spec: dict, cdir: Path, timeout_s: int) -> dict:

@@ -118,6 +118,34 @@ def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[in
     return sorted(front, key=lambda i: points[i][0])
 
 
+SPLIT_HEADER = ("pass set", "per-pass gates", "calibration δ1 (fitted on)", "validation relL2 / AbsRel / δ1",
+                "test relL2 / AbsRel / δ1", "|Δδ1| val−test", "cumulative gate (test)")
+
+
+def split_row(cell: dict) -> list[str]:
+    """One row of the validation-vs-test table: both splits' mean fidelity side by side, and the gates."""
+    sf = cell.get("split_fidelity") or {}
+
+    def trio(d: dict | None) -> str:
+        mean = (d or {}).get("mean") or {}
+        names = ", ".join((d or {}).get("names") or [])
+        return (f"{fmt(mean.get('rel_l2'))} / {fmt(mean.get('absrel'))} / {fmt(mean.get('delta1'), 4)}"
+                + (f" ({names})" if names else ""))
+
+    dv = ((sf.get("validation") or {}).get("mean") or {}).get("delta1")
+    dt = ((sf.get("test") or {}).get("mean") or {}).get("delta1")
+    mark = {True: "✓", False: "✗"}
+    gates = ", ".join(f"{p.get('name')} {mark.get(p.get('gate_passed'), '–')}" for p in cell.get("passes_detail") or [])
+    cum = cell.get("cumulative") or {}
+    verdict = ("skipped" if cum.get("skipped") else "passed" if cum.get("passed") else
+               "FAILED" if cum.get("passed") is False else "–")
+    if cum.get("dropped"):
+        verdict += f" (dropped {', '.join(cum['dropped'])})"
+    cal = ((sf.get("calibration") or {}).get("mean") or {}).get("delta1")
+    return [str(cell.get("pass_set")), gates or "–", fmt(cal, 4), trio(sf.get("validation")), trio(sf.get("test")),
+            fmt(abs(dv - dt), 3) if dv is not None and dt is not None else "–", verdict]
+
+
 def per_pass_rows(cell: dict) -> list[list[str]]:
     """Rows 'pass, status, predicted cpu ms before→after, predicted kmb, mtl' for a multi-pass cell."""
     rows = []
@@ -144,7 +172,10 @@ def render_markdown(results: dict) -> str:
            "so measured CPU figures are interleaved A/B *ratios* (before/after, medians of pairs); absolute "
            "ms are not comparable across cells.", "",
            "**Packages:** " + ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items() if v), "",
-           f"**Images:** calibration/refit/gates on {', '.join(b.get('images', {}).get('calib', []))}; fidelity "
+           f"**Images:** calibration/refit on {', '.join(b.get('images', {}).get('calib', []))}"
+           + (f"; the tool's validation/test splits from {', '.join(b['images']['heldout'])} (the first N+1, "
+              "N = gate images per model)" if b.get("images", {}).get("heldout") else " (also the gates)")
+           + "; fidelity "
            f"on held-out {', '.join(b.get('images', {}).get('eval', []))} (the first N of these, N per model) "
            "+ the GT image "
            f"({b.get('images', {}).get('gt')}); GT = Middlebury 2014 motorcycle disparity (inf masked), "
@@ -165,6 +196,12 @@ def render_markdown(results: dict) -> str:
                 f"fidelity on {base.get('images', '?')} images; {spec.get('runs')} measured A/B runs per side.", ""]
         if cells:
             out += [md_table(CELL_HEADER, [cell_row(c, gt) for c in cells]), ""]
+        split_rows = [split_row(c) for c in cells if c.get("split_fidelity")]
+        if split_rows:
+            out += ["Validation vs test: the final model vs the original on the tool's own validation split (where "
+                    "its gates judge) and test split (the headline; the cumulative gate), mean over images; "
+                    "refit and calibration never see either (the calibration column is what they fitted on):", "",
+                    md_table(SPLIT_HEADER, split_rows), ""]
         multi = [r for c in cells if len(c.get("passes_detail") or []) > 1 for r in per_pass_rows(c)]
         if multi:
             out += ["Per pass inside multi-pass cells (predicted, each pass vs the model before it):", "",

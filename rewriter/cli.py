@@ -54,15 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", choices=("kmb", "mtl", "cpu"),
                    help="predicted-latency target (repeatable; default: all three)")
     p.add_argument("--calib", metavar="DIR",
-                   help="folder of images for calibration/refit (default: scikit-image photos)")
-    p.add_argument("--images", metavar="DIR", help="folder of images for verification (default: --calib)")
+                   help="folder of images for calibration/refit (default: scikit-image photos); given alone, "
+                        "it is split by whole image into calibration, validation (gates) and test (headline)")
+    p.add_argument("--images", metavar="DIR",
+                   help="folder of held-out images, split into validation (per-pass gates) and test (final "
+                        "model vs the original); never used for fitting")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="with too few images, let calibration, validation and test share images (the report "
+                        "says so in its headline)")
     p.add_argument("--no-verify", action="store_true", help="skip the numerical check after each pass")
     p.add_argument("--on-fail", choices=("rollback", "stop", "keep"), default="rollback",
                    help="when a pass fails its gate: roll it back and go on (default), stop with exit 1, "
                         "or keep it and report")
     p.add_argument("--no-locate", action="store_true",
                    help="do not search for the first divergent node when a gate fails (saves time)")
-    p.add_argument("--budget", help="fidelity budget for approximate passes, e.g. delta1=0.98,absrel=0.03")
+    p.add_argument("--budget", help="fidelity budget for approximate passes and the final model, e.g. "
+                                    "delta1=0.98,absrel=0.03 (keys: delta1, absrel, rel_l2, psnr, cosine, rel_max, "
+                                    "max_abs; prefix worst_ for the worst image; default delta1=0.98,absrel=0.03 "
+                                    "on images)")
     p.add_argument("--tol", type=float,
                    help="float tolerance for exact passes: max abs error over max(range, peak) of the output "
                         "(default 1e-4)")
@@ -195,6 +204,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             on_fail=args.on_fail, budget=args.budget, tol=args.tol,
                             check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
                             compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
+                            allow_overlap=args.allow_overlap,
                             alongside=args.alongside, alongside_ms=args.alongside_ms,
                             verbosity=-1 if args.quiet else int(args.verbose), progress=say,
                             input_shape=args.input_shape)

@@ -1,8 +1,11 @@
-"""Pass manager: load → passes (each: match → check → rewrite) → validate → verify → cost → report → save.
+"""Pass manager: load → split inputs → passes (each: match → check → rewrite) → validate → verify → cumulative
+gate → cost → report → save.
 
-Each pass runs on the current model; the manager validates the result, gates it numerically against the
-model before the pass (rolling back, stopping or keeping on failure), predicts latency before/after per target,
-and collects everything into one JSON-able report dict (schema in the README).
+Inputs are split into calibration / validation / test (``rewriter.inputs.split_inputs``). Each pass runs on the
+current model; the manager validates the result, gates it numerically against the model before the pass on the
+validation split (rolling back, stopping or keeping on failure), then gates the final model against the
+original on the test split, predicts latency before/after per target, and collects everything into one
+JSON-able report dict (schema in the README).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from .passbase import Pass, PassContext, build_passes, check_order
 
 ON_FAIL = ("rollback", "stop", "keep")
 TARGETS = ("kmb", "mtl", "cpu")
+SLOWER_EPS = 1e-6  # predicted latencies are deterministic: any increase beyond rounding is "slower"
+MEASURE_NOISE = 0.02  # a measured CPU after/before ratio within 2% of 1 is noise on a shared machine
 
 
 def _resolve_passes(passes: str | list, opts: dict | None) -> list[Pass]:
@@ -74,13 +79,18 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             measure: bool = False, seed: int = 0, compress_to_fp16: bool = False, verbosity: int = 0,
             locate: bool = True, progress: Callable[[str], None] | None = None,
             input_shape: str | dict[str, list[int]] | None = None, alongside: list | None = None,
-            alongside_ms: float | None = None) -> tuple[ModelHandle, dict]:
+            alongside_ms: float | None = None, allow_overlap: bool = False) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
+    Inputs are split three ways (``rewriter.inputs.split_inputs``): passes fit on the calibration split,
+    each pass is gated against the model before it on the validation split, and the final model against
+    the original on the test split (the cumulative gate, ``report["cumulative"]``). Under ``on_fail=
+    "rollback"`` a failed cumulative gate drops approximate passes, the last one first, until it passes.
+
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
-    input/usage and ``GateFailed`` when a gate fails under ``on_fail="stop"`` (nothing is saved then; the
-    exception carries the report). ``alongside`` (models) / ``alongside_ms`` add each target's shared-frame
-    figures as ``latency[target]["alongside"]``.
+    input/usage and ``GateFailed`` when a gate (per pass or cumulative) fails under ``on_fail="stop"``
+    (nothing is saved then; the exception carries the report). ``alongside`` (models) / ``alongside_ms`` add
+    each target's shared-frame figures as ``latency[target]["alongside"]``.
     """
     if on_fail not in ON_FAIL:
         raise RewriteError(f"--on-fail {on_fail!r}: use one of {', '.join(ON_FAIL)}")
@@ -100,30 +110,34 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
 
         budget = parse_budget(budget)
     from .graph import parse_input_shape
+    from .inputs import split_inputs
 
-    ctx = PassContext(calib_dir=calib, images_dir=images or calib, targets=targets, seed=seed,
-                      original=original, verbosity=verbosity, input_shape=parse_input_shape(input_shape, original))
+    splits = split_inputs(original, calib, images, seed=seed, allow_overlap=allow_overlap)
+    ctx = PassContext(calib_dir=calib, images_dir=images, targets=targets, seed=seed, original=original,
+                      verbosity=verbosity, splits=splits, input_shape=parse_input_shape(input_shape, original))
     report: dict[str, Any] = {"input": original.name, "output": None, "format": original.format,
                               "output_format": to or original.format, "passes": [], "notes": [],
-                              "targets": list(targets)}
-    current = original.clone()
-    cost_cache: dict[tuple, tuple] = {}
-    for p in plist:
-        _check_format(p, current)
-        say(f"[{p.name}] matching and rewriting ...")
-        entry = _run_pass(p, current, ctx, verify, on_fail, budget, tol, check_runtime, locate, say)
-        before, after = entry.pop("_before"), entry.pop("_after")
-        if entry["status"] in ("applied", "kept_failed"):
-            current = after
-        else:
-            current = before
-        entry["latency"] = _pass_latency(before, after if entry["status"] != "no_change" else before,
-                                         targets, cost_cache)
-        report["passes"].append(entry)
-        if entry["status"] in ("rolled_back", "failed") and on_fail == "stop":
+                              "targets": list(targets),
+                              "inputs": {**splits.names(), "overlap": splits.overlap, "source": splits.source},
+                              "default_gates": _default_gates()}
+    if splits.overlap:
+        report["notes"].append("--allow-overlap: calibration, validation and test share images; the gates and "
+                               "the headline fidelity are not held out")
+    run = _Runner(ctx, verify, on_fail, budget, tol, check_runtime, locate, say, targets)
+    chain = run.chain(plist, original.clone(), report)
+    current = chain[-1].after if chain else original
+    report["passes"] = [st.entry for st in chain]
+    if verify:
+        cum, chain = _cumulative(run, original, plist, chain, splits, report)
+        current = chain[-1].after if chain else original
+        report["passes"] = [st.entry for st in chain]
+        report["cumulative"] = _jsonable(cum)
+        if not cum.get("passed", True) and on_fail == "stop":
             report["exit_code"] = 1
-            raise GateFailed(f"pass {p.name} failed its check: {entry['fidelity'].get('message') or entry.get('error')}"
-                             " (--on-fail stop: nothing written)", report)
+            raise GateFailed(f"cumulative gate failed: {cum.get('message')} (--on-fail stop: nothing written)",
+                             report)
+    else:
+        report["cumulative"] = {"skipped": "--no-verify", "split": "test"}
     report["latency"] = _latency(original, current, targets)
     if alongside or alongside_ms is not None:  # the frame shared with other workloads, per target
         from .cost.command import attach_alongside
@@ -137,11 +151,143 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
         report["measured"] = measure_ab(original, current)
     else:
         report["measured"] = None
+    _flag_slower(report)
     if output is not None:
         out = current.save(output, to=to, compress_to_fp16=compress_to_fp16)
         report["output"] = str(out)
     report["exit_code"] = 0
     return current, report
+
+
+def _default_gates() -> dict[str, str]:
+    from .verify import DEFAULT_GATES
+
+    return dict(DEFAULT_GATES)
+
+
+@dataclass
+class _Step:
+    """One pass of the chain: its report entry, the model before it and the model after it."""
+
+    p: Pass
+    entry: dict
+    before: ModelHandle
+    after: ModelHandle
+
+
+class _Runner:
+    """Runs passes one after the other with their per-pass gates (validation split)."""
+
+    def __init__(self, ctx: PassContext, verify: bool, on_fail: str, budget: dict | None, tol: float | None,
+                 runtime: str, locate: bool, say: Callable[[str], None], targets: tuple[str, ...]):
+        self.ctx, self.verify, self.on_fail, self.budget, self.tol = ctx, verify, on_fail, budget, tol
+        self.runtime, self.locate, self.say, self.targets = runtime, locate, say, targets
+        self.cost_cache: dict[tuple, tuple] = {}
+
+    def chain(self, plist: list[Pass], current: ModelHandle, report: dict) -> list[_Step]:
+        """Run ``plist`` from ``current``, one step per pass."""
+        steps: list[_Step] = []
+        for p in plist:
+            _check_format(p, current)
+            self.say(f"[{p.name}] matching and rewriting ...")
+            entry = _run_pass(p, current, self.ctx, self.verify, self.on_fail, self.budget, self.tol,
+                              self.runtime, self.locate, self.say)
+            before, after = entry.pop("_before"), entry.pop("_after")
+            current = after if entry["status"] in ("applied", "kept_failed") else before
+            entry["latency"] = _pass_latency(before, current, self.targets, self.cost_cache)
+            steps.append(_Step(p, entry, before, current))
+            if entry["status"] in ("rolled_back", "failed") and self.on_fail == "stop":
+                report["passes"] = [st.entry for st in steps]
+                report["exit_code"] = 1
+                raise GateFailed(f"pass {p.name} failed its check: "
+                                 f"{entry['fidelity'].get('message') or entry.get('error')}"
+                                 " (--on-fail stop: nothing written)", report)
+        return steps
+
+
+def _changed(chain: list[_Step]) -> list[_Step]:
+    return [st for st in chain if st.entry["status"] in ("applied", "kept_failed")]
+
+
+def _final_gate(run: _Runner, original: ModelHandle, chain: list[_Step], splits: Any) -> dict:
+    """The final model vs the original on the test split, with the gate of its least exact pass."""
+    changed = _changed(chain)
+    if not changed:
+        return {"passed": True, "gate": "none", "split": "test",
+                "message": "test split: no pass changed the model; the output is the original"}
+    from .verify import check_pass
+
+    exact = all(st.entry.get("exact") for st in changed)
+    run.say(f"cumulative gate: final model vs the original on the test split ({len(splits.test.feeds)} inputs) ...")
+    gate = check_pass(original, chain[-1].after, exact=exact, inputs=splits.test, split="test",
+                      budget=run.budget, tol=run.tol, runtime=run.runtime, seed=run.ctx.seed)
+    gate["message"] = "final vs original, " + gate["message"]
+    gate["passes"] = [st.p.name for st in changed]
+    return gate
+
+
+def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: list[_Step], splits: Any,
+                report: dict) -> tuple[dict, list[_Step]]:
+    """Cumulative gate; under rollback, drop approximate passes (last first) and re-run the later ones."""
+    gate = _final_gate(run, original, chain, splits)
+    dropped: list[dict] = []
+    while not gate["passed"] and run.on_fail == "rollback":
+        approx = [i for i, st in enumerate(chain)
+                  if st.entry["status"] in ("applied", "kept_failed") and not st.entry.get("exact")]
+        if not approx:
+            break
+        k = approx[-1]
+        st = chain[k]
+        reason = (f"the final model was over budget against the original ({gate['message']}); {st.p.name} is "
+                  "the last approximate pass applied, so it was dropped")
+        run.say(f"[{st.p.name}] rolled back at the cumulative gate")
+        st.entry["status"] = "rolled_back_cumulative"
+        st.entry["sites_changed_before_rollback"] = st.entry.get("sites_changed", 0)
+        st.entry["notes"].append(reason)
+        st.entry["latency"] = _pass_latency(st.before, st.before, run.targets, run.cost_cache)
+        dropped.append({"pass": st.p.name, "reason": reason, "failed": _jsonable(
+            {k2: gate.get(k2) for k2 in ("message", "needed", "metrics")})})
+        current = st.before
+        rebuilt = chain[:k] + [_Step(st.p, st.entry, current, current)]
+        for s2 in chain[k + 1:]:
+            if s2.entry["status"] == "rolled_back_cumulative":  # dropped earlier: stays dropped
+                s2.entry["latency"] = _pass_latency(current, current, run.targets, run.cost_cache)
+                rebuilt.append(_Step(s2.p, s2.entry, current, current))
+                continue
+            run.say(f"re-running {s2.p.name} without {st.p.name} ...")
+            (new,) = run.chain([s2.p], current, report)
+            new.entry["notes"].append(f"re-run after {st.p.name} was dropped at the cumulative gate")
+            rebuilt.append(new)
+            current = new.after
+        chain = rebuilt
+        gate = _final_gate(run, original, chain, splits)
+    gate["dropped"] = dropped
+    return gate, chain
+
+
+def _flag_slower(report: dict) -> None:
+    """Never slower, report side: flag targets predicted slower than the input, and a measured CPU slowdown."""
+    applied = [p["name"] for p in report["passes"] if p.get("status") in ("applied", "kept_failed")]
+    for t, v in (report.get("latency") or {}).items():
+        if not isinstance(v, dict) or v.get("before_ms") is None or v.get("after_ms") is None:
+            continue
+        v["slower"] = v["after_ms"] > v["before_ms"] * (1 + SLOWER_EPS)
+        if v["slower"]:
+            culprits = [p["name"] for p in report["passes"]
+                        if ((p.get("latency") or {}).get(t) or {}).get("after_ms", 0) >
+                        ((p.get("latency") or {}).get(t) or {}).get("before_ms", 0) * (1 + SLOWER_EPS)]
+            report["notes"].append(f"WARNING: the result is predicted slower than the input on {t}: "
+                                   f"{v['before_ms']:.4g} → {v['after_ms']:.4g} ms (passes applied: "
+                                   f"{', '.join(applied) or 'none'}; predicted slower by: "
+                                   f"{', '.join(culprits) or 'their combination'})")
+    m = report.get("measured")
+    if isinstance(m, dict) and m.get("ratio") is not None:
+        low = (m.get("ratio_p10_p90") or [m["ratio"]])[0]
+        m["slower"] = bool(m["ratio"] > 1 + MEASURE_NOISE and low > 1.0)
+        if m["slower"]:
+            report["notes"].append(f"WARNING: measured CPU slowdown beyond noise: after/before time ratio "
+                                   f"{m['ratio']:.3f} (p10 {low:.3f} > 1, {m.get('runs', '?')} interleaved runs); "
+                                   f"passes applied: {', '.join(applied) or 'none'}")
 
 
 def _check_format(p: Pass, model: ModelHandle) -> None:
@@ -181,8 +327,9 @@ def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_
         from .verify import check_pass
 
         t1 = time.perf_counter()
-        gate = check_pass(before, after, exact=entry["exact"], images=ctx.images_dir, budget=budget, tol=tol,
-                          runtime=runtime, seed=ctx.seed)
+        gate = check_pass(before, after, exact=entry["exact"], inputs=ctx.splits.validation if ctx.splits else None,
+                          split="validation", images=ctx.images_dir, budget=budget, tol=tol, runtime=runtime,
+                          seed=ctx.seed)
         entry["fidelity"] = _jsonable(gate)
         entry["verify_seconds"] = round(time.perf_counter() - t1, 3)
         if not gate.get("passed", False) and locate_failures:

@@ -19,6 +19,7 @@ from .model import ModelHandle
 
 if TYPE_CHECKING:
     from .graph import Editor, GraphView
+    from .inputs import Splits
 
 WILL_CHANGE = "will change"
 KEEP = "keep"
@@ -249,7 +250,7 @@ class PassContext:
     original: ModelHandle | None = None  # the model as loaded, before any pass
     input_shape: dict[str, list[int]] | None = None  # --input-shape: pins dynamic input dims
     dry_run: bool = False  # planning: emit without data-dependent work (refit, NNCF)
-    splits: Any = None  # rewriter.inputs.Splits when the manager made them
+    splits: Splits | None = None  # calibration / validation / test inputs (rewriter.inputs.split_inputs)
     _calib_cache: dict = field(default_factory=dict)
 
     def calibration(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto",
@@ -260,6 +261,10 @@ class PassContext:
         """
         from .inputs import calibration_set
 
+        if self.splits is not None and (folder is None or folder in (self.calib_dir, self.images_dir)):
+            split = "validation" if folder is not None and folder == self.images_dir != self.calib_dir else \
+                "calibration"  # passes fit on the calibration split; --images is the validation one
+            return self.splits.inputs(split, model, preprocess=preprocess, count=count)
         return calibration_set(model, folder or self.calib_dir, count=count, seed=self.seed,
                                preprocess=preprocess, cache=self._calib_cache)
 

@@ -241,10 +241,10 @@ def conv_on_patches(patches: np.ndarray, w: np.ndarray, b: np.ndarray | None = N
 
 
 def rel_l2(pred: np.ndarray, target: np.ndarray) -> float:
-    """Relative L2 error ``||pred - target|| / ||target||`` (0 when both are zero)."""
-    num = float(np.linalg.norm(np.asarray(pred, np.float64) - target))
-    den = float(np.linalg.norm(np.asarray(target, np.float64)))
-    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+    """Relative L2 error ``||pred - target|| / ||target||``: ``rewriter.metrics.rel_l2`` (the one implementation)."""
+    from .metrics import rel_l2 as metrics_rel_l2
+
+    return metrics_rel_l2(target, pred)
 
 
 # ---- least squares -----------------------------------------------------------------------------------------

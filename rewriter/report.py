@@ -152,6 +152,7 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     applied = [p["name"] for p in passes if p.get("status") in ("applied", "kept_failed")]
     head.lines.append(f"{len(passes)} pass(es) run, applied: {', '.join(applied) or 'none'}; "
                       f"exit code {r.get('exit_code', '–')}")
+    head.lines += _headline_gates(r)
     secs.append(head)
 
     if passes:
@@ -187,6 +188,11 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
         if not fid and not fd:
             continue
         secs.append(_fidelity_section(fid, f"Verification: {p.get('name')}", fd, verbose))
+    cum = r.get("cumulative") or {}
+    if cum.get("metrics") or cum.get("dropped"):
+        s = _fidelity_section(cum, "Cumulative: final model vs the original (test split)", None, verbose)
+        s.lines += [f"dropped {d.get('pass')}: {d.get('reason')}" for d in cum.get("dropped") or []]
+        secs.append(s)
 
     secs += _latency_sections(r.get("latency") or {})
     m = r.get("measured")
@@ -221,6 +227,33 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     if notes:
         secs.append(Section("Notes", lines=notes))
     return secs
+
+
+def _headline_gates(r: dict) -> list[str]:
+    """Headline lines: the cumulative gate, overlapping inputs, targets predicted slower, measured slowdown."""
+    lines = []
+    cum = r.get("cumulative") or {}
+    if cum.get("skipped"):
+        lines.append(f"cumulative check (final vs original, test split): skipped ({cum['skipped']})")
+    elif "passed" in cum:
+        verdict = "PASSED" if cum["passed"] else "FAILED"
+        msg = str(cum.get("message", "")).split("split: ", 1)[-1]  # the line already names the split
+        lines.append(f"cumulative check (final vs original, {cum.get('split', 'test')} split): {verdict} — {msg}")
+        for d in cum.get("dropped") or []:
+            lines.append(f"dropped at the cumulative check: {d.get('pass')}")
+    inputs = r.get("inputs") or {}
+    if isinstance(inputs, dict) and any(k in inputs for k in ("calibration", "validation", "test")):
+        lines.append("inputs: " + "; ".join(f"{k} {', '.join(map(str, inputs.get(k) or [])) or '–'}"
+                                             for k in ("calibration", "validation", "test")))
+        if inputs.get("overlap"):
+            lines.append("WARNING: --allow-overlap: the splits share images, so the gates and the headline "
+                         "fidelity are measured on images the passes were fitted on")
+    slower = [t for t, v in (r.get("latency") or {}).items() if isinstance(v, dict) and v.get("slower")]
+    if slower:
+        lines.append(f"WARNING: predicted slower than the input on {', '.join(_target(t) for t in slower)}")
+    if (r.get("measured") or {}).get("slower"):
+        lines.append("WARNING: measured CPU slowdown beyond noise (see Notes)")
+    return lines
 
 
 def _pass_targets(passes: list[dict]) -> list[str]:
@@ -270,7 +303,8 @@ def _pictures(fid: dict) -> list[tuple[str, str]]:
 
 
 _GATE_KEYS = {"passed", "gate", "metrics", "message", "needed", "inputs", "pictures", "units", "skipped",
-              "budget", "notes", "images", "runtimes", "first_divergence", "before", "after", "ground_truth"}
+              "budget", "notes", "images", "runtimes", "first_divergence", "before", "after", "ground_truth",
+              "split", "dropped", "passes"}
 _METRIC_ORDER = ("delta1", "absrel", "rel_l2", "rel_max", "max_abs", "psnr", "cosine")
 
 
@@ -284,7 +318,7 @@ def _fidelity_section(g: dict, title: str, first_divergence: dict | None = None,
     if g.get("message"):
         s.lines.append(str(g["message"]))
     if g.get("inputs"):
-        s.lines.append(f"inputs: {g['inputs']}")
+        s.lines.append(f"inputs: {g['inputs']}" + (f" ({g['split']} split)" if g.get("split") else ""))
     units = g.get("units") or {}
     metrics = g.get("metrics") or {}
     budget, needed = g.get("budget") or {}, g.get("needed") or {}

@@ -1,8 +1,10 @@
 """Numerical equivalence: run two models on the same inputs, compare, gate, and locate the first divergence.
 
-Inputs (``verification_inputs``): real images (``--images DIR``, else the photos shipped in scikit-image)
-preprocessed like the calibration path, plus ``EXACT_RANDOM_FEEDS`` seeded random inputs for exact passes;
-models whose input is not an image get seeded random inputs only.
+Inputs: the pass manager gates on its input splits (``rewriter.inputs.split_inputs``): each pass on the
+**validation** split, the final model against the original on the **test** split (``check_pass(...,
+inputs=, split=)``; the message names the split). ``rewrite verify`` (``verification_inputs``) uses real images
+(``--images DIR``, else the photos shipped in scikit-image). Exact passes add ``EXACT_RANDOM_FEEDS`` seeded
+random inputs; models whose input is not an image get seeded random inputs only.
 
 Gates (``check_pass``):
 
@@ -59,6 +61,13 @@ from .model import ModelHandle
 DEFAULT_TOL = 1e-4
 DEFAULT_BUDGET: dict[str, float] = {"delta1": 0.98, "absrel": 0.03}
 DEFAULT_RANDOM_BUDGET: dict[str, float] = {"cosine": 0.5, "rel_l2": 1.0}
+# what each kind of pass is held to when no --tol/--budget is given (stated in every report)
+DEFAULT_GATES: dict[str, str] = {
+    "exact": f"tolerance: max error ≤ {DEFAULT_TOL:g} of the output scale (images + random inputs)",
+    "approximate": "budget: " + ",".join(f"{k}={v}" for k, v in DEFAULT_BUDGET.items())
+                   + " on image models (depth after scale+shift alignment); "
+                   + ",".join(f"{k}={v}" for k, v in DEFAULT_RANDOM_BUDGET.items()) + " on random inputs",
+}
 EXACT_RANDOM_FEEDS = 2  # random inputs added to the images for exact passes (reach what photos do not)
 BUDGET_METRICS = ("delta1", "absrel", "rel_l2", "cosine", "psnr", "rel_max", "max_abs")
 DEPTH_KEYS = ("absrel", "delta1")
@@ -153,7 +162,10 @@ def describe_inputs(inputs: InputSet, seed: int = 0) -> str:
         where = "skimage" if src == "skimage" else src.removeprefix("images:")
         parts.append(f"{n_img} {where} image{'s' if n_img != 1 else ''}")
     if n_rand:
-        parts.append(f"{n_rand} random (seed {seed})")
+        seeds = [int(n[6:]) for n in inputs.names if n.startswith("random") and n[6:].isdigit()]
+        span = (f"seeds {min(seeds)}–{max(seeds)}" if len(seeds) > 1 else f"seed {seeds[0]}") if seeds and \
+            max(seeds) >= n_rand else f"seed {seed}"  # split feeds carry their own seed in the name
+        parts.append(f"{n_rand} random ({span})")
     return " + ".join(parts) or "no inputs"
 
 
@@ -330,7 +342,8 @@ def budget_gate(results: dict[str, dict], budget: dict[str, float]) -> dict:
         value = (min if higher else max)(vals)
         ok = value >= limit if higher else value <= limit
         op = ("≥" if ok else "<") if higher else ("≤" if ok else ">")
-        checks.append(f"{key} {_fmt(value)} {op} {_fmt(limit)}")
+        shown = _fmt(value) if _fmt(value) != _fmt(limit) or value == limit else f"{value:.5g}"  # 0.9648 < 0.965
+        checks.append(f"{key} {shown} {op} {_fmt(limit)}")
         needed[key] = _round_out(value, not higher)
         if not ok:
             fails.append(key)
@@ -352,30 +365,53 @@ def _metrics_block(results: dict[str, dict], primary: str) -> dict:
     return block
 
 
-def check_pass(before: ModelHandle, after: ModelHandle, *, exact: bool, images: str | Path | None = None,
-               budget: dict | str | None = None, tol: float | None = None, runtime: str = "ov",
-               seed: int = 0, count: int | None = None) -> dict:
-    """The gate the pass manager runs after each pass.
+def check_pass(before: ModelHandle, after: ModelHandle, *, exact: bool, inputs: InputSet | None = None,
+               split: str | None = None, images: str | Path | None = None, budget: dict | str | None = None,
+               tol: float | None = None, runtime: str = "ov", seed: int = 0, count: int | None = None) -> dict:
+    """The gate the pass manager runs after each pass (``split="validation"``) and on the final model
+    against the original (``split="test"``).
 
-    Exact passes: tolerance gate (``tol`` or ``DEFAULT_TOL``) on images + random inputs. Approximate passes:
-    budget gate (``budget`` or the default for the input kind, see module docstring) on images (random inputs
-    for non-image models). Returns ``{"passed", "gate", "metrics", "message", "needed", "inputs", "images",
-    "runtime", "runtimes", "notes", "tol"|"budget", "seconds"}``.
+    ``inputs`` are the split's feeds (``rewriter.inputs.Splits``); exact passes add ``EXACT_RANDOM_FEEDS``
+    seeded random feeds from the split's own seed range. Without ``inputs``, images come from ``images``
+    (else the scikit-image photos) as in ``rewrite verify``. Exact passes: tolerance gate (``tol`` or
+    ``DEFAULT_TOL``). Approximate passes: budget gate (``budget`` or the default for the input kind, see the
+    module docstring). Returns ``{"passed", "gate", "split", "metrics", "message", "needed", "inputs",
+    "images", "runtime", "runtimes", "notes", "tol"|"budget", "seconds"}``; the message names the split.
     """
     t0 = time.perf_counter()
     before, after = _as_handle(before), _as_handle(after)
     check_compatible(before, after)
-    inputs = verification_inputs(before, images, exact=exact, seed=seed, count=count)
+    if inputs is None:
+        inputs = verification_inputs(before, images, exact=exact, seed=seed, count=count)
+    else:
+        inputs = _with_exact_feeds(before, inputs, exact, split or "validation", seed, count)
     runtimes, notes = _resolve_runtimes(runtime, before, after)
     notes += inputs.notes
     results = {rt: _compare(before, after, inputs, rt)[0] for rt in runtimes}
     gate = _gate(results, exact, inputs.is_images, budget, tol, notes)
-    gate.update(metrics=_metrics_block(results, runtimes[0]), inputs=describe_inputs(inputs, seed),
+    if split:
+        gate["message"] = f"{split} split: {gate['message']}"
+    gate.update(split=split, metrics=_metrics_block(results, runtimes[0]), inputs=describe_inputs(inputs, seed),
                 images=list(inputs.names), runtime="+".join(runtimes), notes=notes,
                 seconds=round(time.perf_counter() - t0, 3))
     if len(runtimes) > 1:
         gate["runtimes"] = {rt: {"mean": r["mean"], "worst": r["worst"]} for rt, r in results.items()}
     return gate
+
+
+def _with_exact_feeds(model: ModelHandle, inputs: InputSet, exact: bool, split: str, seed: int,
+                      count: int | None) -> InputSet:
+    """The split's feeds (first ``count``), plus its own random feeds when ``exact`` and they are images."""
+    feeds, names = list(inputs.feeds[:count]), list(inputs.names[:count])
+    source = inputs.source
+    if exact and inputs.is_images:
+        from .inputs import SPLITS, split_random_feeds
+
+        extra = split_random_feeds(model, split if split in SPLITS else "validation", EXACT_RANDOM_FEEDS, seed)
+        feeds += extra.feeds
+        names += extra.names
+        source += "+random"
+    return InputSet(feeds, source, names, inputs.preprocess, list(inputs.notes))
 
 
 def _gate(results: dict[str, dict], exact: bool, is_images: bool, budget: dict | str | None,

@@ -114,3 +114,16 @@ def test_render_markdown_shows_every_cell_and_errors():
     assert row[2] == "10→5 (2×)" and row[4] == "2" and row[5] == "1.25" and row[9] == "0.29→0.3"
     assert "| asym |" in md and "| int8 | ERROR: RewriteError: boom |" in md
     assert "2 / 1.25" in md  # CPU predicted / measured side by side
+
+
+def test_split_row_puts_validation_and_test_side_by_side():
+    from bench.tables import SPLIT_HEADER, split_row
+
+    mean = lambda d1: {"mean": {"rel_l2": 0.1, "absrel": 0.05, "delta1": d1}, "names": ["a.png"]}  # noqa: E731
+    cell = {"pass_set": "dwpw-r1", "passes_detail": [{"name": "dwpw", "gate_passed": False}],
+            "split_fidelity": {"calibration": mean(0.99), "validation": mean(0.9), "test": mean(0.86)},
+            "cumulative": {"passed": False, "dropped": ["dwpw"]}}
+    row = split_row(cell)
+    assert len(row) == len(SPLIT_HEADER)
+    assert row[1] == "dwpw ✗" and row[2] == "0.99" and "0.9" in row[3] and "0.86" in row[4]
+    assert row[5] == "0.04" and row[6] == "FAILED (dropped dwpw)"
