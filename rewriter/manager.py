@@ -44,11 +44,13 @@ def explain(model: Any, passes: str | list, *, opts: dict | None = None, calib: 
     Later passes are matched on the model as the earlier ones would leave it (applied to a copy,
     without verification); a quantizing pass is only matched.
     """
-    handle = ModelHandle.load(model)
-    plist = _resolve_passes(passes, opts)
+    from .preflight import preflight
+
+    pre = preflight(model, passes, opts=opts, targets=tuple(targets), calib=calib)
+    handle, plist = pre.handle, pre.passes
     ctx = PassContext(calib_dir=calib, targets=tuple(targets), seed=seed, original=handle)
     current = handle.clone()
-    out = {"input": handle.name, "format": handle.format, "passes": []}
+    out = {"input": handle.name, "format": handle.format, "passes": [], "notes": pre.notes}
     for i, p in enumerate(plist):
         _check_format(p, current)
         sites = p.match(current, ctx)
@@ -79,12 +81,13 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
         if t not in TARGETS:
             raise RewriteError(f"unknown target '{t}' (use {', '.join(TARGETS)})")
     say = progress or (lambda _msg: None)
-    plist = _resolve_passes(passes, opts)
-    original = ModelHandle.load(model)
-    if output is not None:
-        from .model import check_output_path
+    from .preflight import preflight
 
-        check_output_path(Path(output), original.source)
+    pre = preflight(model, passes, opts=opts, output=output, to=to, targets=targets, budget=budget,
+                    calib=calib, images=images)  # everything refusable is refused before any pass runs
+    original, plist = pre.handle, pre.passes
+    for note in pre.notes:
+        say(note)
     if isinstance(budget, str):
         from .verify import parse_budget
 
@@ -92,7 +95,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     ctx = PassContext(calib_dir=calib, images_dir=images or calib, targets=targets, seed=seed,
                       original=original, verbosity=verbosity)
     report: dict[str, Any] = {"input": original.name, "output": None, "format": original.format,
-                              "output_format": to or original.format, "passes": [], "notes": [],
+                              "output_format": to or original.format, "passes": [], "notes": list(pre.notes),
                               "targets": list(targets)}
     current = original.clone()
     cost_cache: dict[tuple, tuple] = {}
