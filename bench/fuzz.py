@@ -60,6 +60,7 @@ PASSES: dict[str, PassSpec] = {s.key: s for s in [
     PassSpec("int8", "int8", {"subset_size": 2}, False),
 ]}
 
+KINDS = ("crash", "invalid", "inexact", "not_idempotent", "refused")
 SLOW = ("dwpw_r1", "int8")  # calibrate on captured activations: several times slower than the others
 
 
@@ -285,12 +286,15 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-6)) if a.shape == b.shape else np.inf
 
 
-def check_pass(before, spec: PassSpec, seed: int = 0, refs: dict | None = None) -> list[dict]:
+def check_pass(before, spec: PassSpec, seed: int = 0, refs: dict | None = None,
+               stats: Counter | None = None) -> list[dict]:
     """Findings (kind, message) of one pass on one graph (a ``ModelHandle``); empty when every check holds.
 
     No targets are given to ``rewrite``: the fuzzer checks graphs, not predicted latency. ``refs`` caches the
-    original's outputs per runtime across passes (one compile per graph, not per pass).
+    original's outputs per runtime across passes (one compile per graph, not per pass); ``stats`` counts
+    runs that changed sites, sites changed and exactness comparisons made.
     """
+    stats = Counter() if stats is None else stats
     import rewriter
     from rewriter.errors import RewriteError
 
@@ -314,6 +318,8 @@ def check_pass(before, spec: PassSpec, seed: int = 0, refs: dict | None = None) 
         kind = "invalid" if "produced an invalid model" in error else "crash"
         return found(kind, error, traceback=entry.get("traceback"))
     changed = entry["sites_changed"]
+    stats["changed_runs"] += bool(changed)
+    stats["sites_changed"] += changed
     if changed:  # the manager has compiled it; onnx.checker's full check is stricter than its own
         why = _validity_onnx(after)
         if why:
@@ -327,6 +333,7 @@ def check_pass(before, spec: PassSpec, seed: int = 0, refs: dict | None = None) 
                     if rt not in refs:
                         refs[rt] = run(before, feed)
                     err = _rel(refs[rt], run(after, feed))
+                    stats[f"exact_checks_{rt}"] += 1
                 except Exception as e:  # noqa: BLE001 - a runtime refusing the output is the finding
                     return found("invalid", f"{rt} cannot run the output: {type(e).__name__}: {e}")
                 if not err <= EXACT_RTOL:
@@ -403,8 +410,11 @@ def run(count: int, seed: int = 0, passes: list[str] | None = None, out: Path | 
             t1 = time.time()
             if spec.key in SLOW and i % slow_every:
                 continue
-            findings = check_pass(handle, spec, seed, refs)
+            stats: Counter = Counter()
+            findings = check_pass(handle, spec, seed, refs, stats)
             counts[(spec.key, "runs")] += 1
+            for k, v in stats.items():
+                counts[(spec.key, k)] += v
             for f in findings:
                 counts[(spec.key, f["kind"])] += 1
             if findings:
@@ -454,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(res['unusable'])} generated graphs unusable as input (not run): {dict(why)}")
     print(f"{'pass':<14}{'runs':>6}  findings by kind")
     for key, c in res["by_pass"].items():
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k != "runs") or "none"
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k in KINDS) or "none"
+        checks = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in KINDS and k != "runs")
+        kinds += f"  ({checks})" if checks else ""
         print(f"{key:<14}{c.get('runs', 0):>6}  {kinds}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))
