@@ -66,9 +66,11 @@ def check_pass_on(path: Path, pass_name: str) -> dict:
     feed = _feed(before)
     ref, out = _run(before, feed), _run(after, feed)
     assert out.shape == ref.shape and np.isfinite(out).all()
-    if pass_name == "interp_deconv":  # exact: only float reassociation (f16 weights: f16 rounding of the stencil)
+    if pass_name == "interp_deconv":  # exact in float; f16 rounds the stencil's sums, and in a quantized model
+        # a reassociated value can cross a quantizer's rounding boundary (one step, measured 3e-3..5e-3)
         rel = np.max(np.abs(out - ref)) / np.max(np.abs(ref))
-        assert rel < (2e-3 if "fp16" in path.name else 1e-4), rel
+        quantized = "int8" in path.name or "qdq" in path.name
+        assert rel < (1e-2 if quantized else 2e-3 if "fp16" in path.name else 1e-4), rel
     return entry
 
 
