@@ -179,24 +179,21 @@ def _main_rewrite(args: argparse.Namespace) -> int:
         return 0
 
     from .manager import rewrite
-    from .model import ModelHandle, check_output_path
-    from .passbase import build_passes
+    from .preflight import preflight
 
-    # unknown passes / bad options fail before a large model is read
-    passes = build_passes([p.strip() for p in args.passes.split(",") if p.strip()], opts)
     src = Path(args.model)
-    handle = ModelHandle.load(src)
-    out = Path(args.output) if args.output else handle.default_output(args.to)
-    check_output_path(out, src)
-    for extra in (args.report, args.md, args.html):
-        if extra:
-            check_output_path(Path(extra), src)
+    # every refusable fault (model, weights, output paths, passes, options) is refused before any pass runs
+    pre = preflight(src, args.passes, opts=opts, output=args.output, to=args.to, default_output=True,
+                    reports=(args.report, args.md, args.html), targets=targets, budget=args.budget,
+                    calib=args.calib, images=args.images)
+    handle, passes, out = pre.handle, pre.passes, pre.output
+    chatty = not args.quiet and (args.verbose or sys.stderr.isatty())  # progress: -v or a terminal only
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if chatty else (lambda _m: None)
     for other in args.alongside:  # fail before the passes run, not after
         if not Path(other).exists():
             raise RewriteError(f"--alongside {other}: no such file")
     if args.alongside_ms is not None and not args.alongside_ms >= 0:
         raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
-    say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     code = 0
     try:
         _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,

@@ -53,13 +53,14 @@ def explain(model: Any, passes: str | list, *, opts: dict | None = None, calib: 
     without verification); a quantizing pass is only matched.
     """
     from .graph import parse_input_shape
+    from .preflight import preflight
 
-    handle = ModelHandle.load(model)
-    plist = _resolve_passes(passes, opts)
+    pre = preflight(model, passes, opts=opts, targets=tuple(targets), calib=calib)
+    handle, plist = pre.handle, pre.passes
     ctx = PassContext(calib_dir=calib, targets=tuple(targets), seed=seed, original=handle,
                       input_shape=parse_input_shape(input_shape, handle))
     current = handle.clone()
-    out = {"input": handle.name, "format": handle.format, "passes": []}
+    out = {"input": handle.name, "format": handle.format, "passes": [], "notes": pre.notes}
     for i, p in enumerate(plist):
         _check_format(p, current)
         sites = engine.plan(current, p, ctx)
@@ -99,12 +100,13 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
         if t not in TARGETS:
             raise RewriteError(f"unknown target '{t}' (use {', '.join(TARGETS)})")
     say = progress or (lambda _msg: None)
-    plist = _resolve_passes(passes, opts)
-    original = ModelHandle.load(model)
-    if output is not None:
-        from .model import check_output_path
+    from .preflight import preflight
 
-        check_output_path(Path(output), original.source)
+    pre = preflight(model, passes, opts=opts, output=output, to=to, targets=targets, budget=budget,
+                    calib=calib, images=images)  # everything refusable is refused before any pass runs
+    original, plist = pre.handle, pre.passes
+    for note in pre.notes:
+        say(note)
     if isinstance(budget, str):
         from .verify import parse_budget
 
@@ -116,7 +118,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     ctx = PassContext(calib_dir=calib, images_dir=images, targets=targets, seed=seed, original=original,
                       verbosity=verbosity, splits=splits, input_shape=parse_input_shape(input_shape, original))
     report: dict[str, Any] = {"input": original.name, "output": None, "format": original.format,
-                              "output_format": to or original.format, "passes": [], "notes": [],
+                              "output_format": to or original.format, "passes": [], "notes": list(pre.notes),
                               "targets": list(targets),
                               "inputs": {**splits.names(), "overlap": splits.overlap, "source": splits.source},
                               "default_gates": _default_gates()}

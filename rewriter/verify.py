@@ -442,8 +442,10 @@ class _Tensor:
     is_float: bool | None
     index: int  # position in the model's tensor list (topological)
     ancestors: int  # bitmask of the indices of every tensor this one is computed from
+    shape_only: bool = False  # computed from shapes only (Shape/ShapeOf chains): never a divergence
 
 
+_SHAPE_OPS = {"Shape", "Size", "ShapeOf"}  # outputs depend on a tensor's shape, not its values
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                 onnx.TensorProto.BFLOAT16}
 
@@ -483,17 +485,18 @@ def _onnx_tensors(proto: onnx.ModelProto, ov_info: dict | None = None) -> list[_
         if n.op_type == "Constant" or all(i in const for i in ins):  # folded weights/shape chains
             const.update(n.output)
             continue
+        live = [out[index[i]] for i in ins if i in index]
+        shape_only = n.op_type in _SHAPE_OPS or (bool(live) and all(t.shape_only for t in live))
         anc = 0
-        for i in ins:
-            if i in index:
-                anc |= (1 << index[i]) | out[index[i]].ancestors
+        for t in live if not shape_only else ():  # a shape computation carries no values from upstream
+            anc |= (1 << t.index) | t.ancestors
         for port, t in enumerate(n.output):
             if not t:
                 continue
             numel, is_float = ov_info.get(t, (None, None))
             index[t] = len(out)
             out.append(_Tensor((t,), n.name or f"{n.op_type}_{idx}", n.op_type, port, numel, is_float,
-                               len(out), anc))
+                               len(out), anc, shape_only))
     return out
 
 
@@ -509,17 +512,18 @@ def _ir_tensors(model) -> list[_Tensor]:
         if t == "Constant" or (srcs and all(s.get_node().get_friendly_name() in const for s in srcs)):
             const.add(fname)
             continue
+        keys = [index.get((s.get_node().get_friendly_name(), s.get_index())) for s in srcs]
+        live = [out[k] for k in keys if k is not None]
+        shape_only = t in _SHAPE_OPS or (bool(live) and all(x.shape_only for x in live))
         anc = 0
-        for s in srcs:
-            k = index.get((s.get_node().get_friendly_name(), s.get_index()))
-            if k is not None:
-                anc |= (1 << k) | out[k].ancestors
+        for x in live if not shape_only else ():  # a shape computation carries no values from upstream
+            anc |= (1 << x.index) | x.ancestors
         for port, o in enumerate(op.outputs()):
             ps = o.get_partial_shape()
             numel = int(np.prod([d.get_length() for d in ps])) if ps.is_static else None
             index[(fname, port)] = len(out)
             out.append(_Tensor(tuple(sorted(o.get_names())), fname, t, port, numel,
-                               bool(o.get_element_type().is_real()), len(out), anc))
+                               bool(o.get_element_type().is_real()), len(out), anc, shape_only))
     return out
 
 
@@ -533,8 +537,10 @@ def _common_tensors(before: ModelHandle, after: ModelHandle, ov_before=None, ov_
                     ) -> list[tuple[str, _Tensor]]:
     """(tap key, after-graph tensor) for tensors both graphs compute, in the after graph's topological order.
 
-    Matched by tensor name; IR-to-IR also by "friendly_name:port" when the op type agrees. Graph outputs and
-    integer tensors are left out (outputs are compared by the gate; integers are shape arithmetic). With
+    Matched by tensor name; IR-to-IR also by "friendly_name:port" when the op type agrees. Graph outputs,
+    integer tensors and shape arithmetic (anything computed from Shape/ShapeOf only, such as an
+    Interpolate's computed sizes) are left out: outputs are compared by the gate, and a shape computation
+    matching says nothing about the values upstream of it. With
     ``ov_before``/``ov_after`` (the models that will run), only names those models still carry are kept.
     """
     bt = _tensors(before, ov_before)
@@ -546,7 +552,7 @@ def _common_tensors(before: ModelHandle, after: ModelHandle, ov_before=None, ov_
         runnable = set(_ov_port_info(ov_before)) & set(_ov_port_info(ov_after))
     common = []
     for t in _tensors(after, ov_after):
-        if t.is_float is False or outputs & set(t.names):
+        if t.is_float is False or t.shape_only or outputs & set(t.names):
             continue
         key, other = None, None
         for n in t.names:
@@ -628,6 +634,46 @@ def _search(common: list[tuple[str, _Tensor]], check, tol: float) -> tuple[int, 
                 clean_ancestors |= common[i][1].ancestors
 
 
+def _tag_probes(common: list[tuple[str, _Tensor]], tensors: list[_Tensor], tags: dict[str, str]
+                ) -> list[tuple[_Tensor, int]]:
+    """(tensor of a tagged node, index in ``common`` of the tensor that measures it), in topological order.
+
+    A node the pass changed keeps its output in both graphs and is measured there; a node the pass added has
+    no counterpart in the model before, so it is measured at the first shared tensor computed from it.
+    """
+    pos = {t.index: i for i, (_, t) in enumerate(common)}
+    probes = []
+    for t in tensors:
+        if t.node not in tags or t.is_float is False or t.shape_only:
+            continue
+        if t.index in pos:
+            probes.append((t, pos[t.index]))
+            continue
+        below = next((i for i, (_, c) in enumerate(common) if (c.ancestors >> t.index) & 1), None)
+        if below is not None:
+            probes.append((t, below))
+    return probes
+
+
+def _first_tagged(probes: list[tuple[_Tensor, int]], common: list[tuple[str, _Tensor]], check, tol: float
+                  ) -> tuple[_Tensor, int, float, float] | None:
+    """The first probe (topological order of the tagged nodes) diverging beyond ``tol``, chunk by chunk."""
+    order = list(dict.fromkeys(i for _, i in probes))
+    errors: dict[int, tuple[float, float]] = {}
+    while True:
+        bad = [k for k, i in enumerate(order) if i in errors and errors[i][0] > tol]
+        todo = [i for i in order[:min(bad) if bad else len(order)] if i not in errors]
+        if not todo:
+            break
+        chunk = _next_chunk(todo, common)
+        for i, e in zip(chunk, check([common[i][0] for i in chunk])):
+            errors[i] = e
+    for t, i in probes:
+        if i in errors and errors[i][0] > tol:
+            return t, i, *errors[i]
+    return None
+
+
 def _producer_graph(h: ModelHandle) -> dict[str, list[str]]:
     """{node name: names of the nodes feeding it} (to find the tagged node behind a divergence)."""
     if h.format == "onnx":
@@ -669,12 +715,16 @@ def _finding(h: ModelHandle, tags: dict[str, str], node: str, op: str, tensor: s
 
 def locate(before: Any, after: Any, inputs: InputSet | list[dict] | None = None, tol: float | None = None,
            tags: dict[str, str] | None = None, runtime: str = "ov", seed: int = 0) -> dict | None:
-    """First node (topological order of ``after``) whose output differs from ``before``'s beyond ``tol``.
+    """First node a pass changed or added (``tags``) whose output differs from ``before``'s beyond ``tol``;
+    when no tagged node diverges (or nothing is tagged), the first node of ``after`` in topological order.
 
-    Compares the float tensors both graphs compute (same tensor names; IR also friendly_name:port) on the
-    first ``LOCATE_FEEDS`` inputs. Tensors are exposed in chunks of at most ``LOCATE_CHUNK_TENSORS`` tensors
-    and ``LOCATE_CHUNK_ELEMENTS`` values, never all at once: a first chunk samples the whole graph, later
-    ones close in on the earliest divergence, skipping ancestors of tensors found clean. The error is
+    A changed node is measured at its own output, an added one at the first shared tensor computed from it
+    (then ``"measured_at"`` names that tensor's node). Compares the float tensors both graphs compute (same
+    tensor names; IR also friendly_name:port; shape arithmetic left out) on the first ``LOCATE_FEEDS``
+    inputs. Tensors are exposed in chunks of at most ``LOCATE_CHUNK_TENSORS`` tensors and
+    ``LOCATE_CHUNK_ELEMENTS`` values, never all at once: the tagged nodes first, then (untagged search) a
+    first chunk samples the whole graph, later ones close in on the earliest divergence, skipping ancestors
+    of tensors found clean. The error is
     max |a - b| / scale(before's tensor). Returns ``{"node", "op", "pass", "error", "max_abs", "tensor",
     "checked"}`` (+ ``"tagged_node"`` when the divergent node is untagged and the nearest rewritten node
     upstream supplied the pass), or ``None`` when nothing diverges.
@@ -701,6 +751,15 @@ def locate(before: Any, after: Any, inputs: InputSet | list[dict] | None = None,
         chunks.append(len(keys))
         return _chunk_errors(run_b, run_a, feeds, runtime, keys)
 
+    tagged = _first_tagged(_tag_probes(common, _tensors(after, ov_a), tags), common, check, tol) if tags else None
+    if tagged is not None:
+        t, i, err, abs_err = tagged
+        key, probe = common[i]
+        res = _finding(after, tags, t.node, t.op, key, err, abs_err)
+        if probe.index != t.index:
+            res["measured_at"] = probe.node
+        res["checked"] = {"tensors": sum(chunks), "of": len(common), "chunks": len(chunks)}
+        return res
     hit = _search(common, check, tol)
     if hit is not None:
         i, err, abs_err = hit

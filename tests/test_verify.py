@@ -244,7 +244,10 @@ def test_locate_names_upstream_tag_for_untagged_divergence():
     h = ModelHandle.load(after)
     h.tag(["rescale"], "scaler")
     fd = V.locate(ModelHandle.load(m), h)
-    assert fd["node"] == "conv2" and fd["pass"] == "scaler" and fd["tagged_node"] == "rescale"
+    # the node the pass added is named; it has no counterpart before, so it is measured at conv2's output
+    assert fd["node"] == "rescale" and fd["pass"] == "scaler" and fd["measured_at"] == "conv2"
+    fd = V.locate(ModelHandle.load(m), h, tags={})  # without tags: the first divergent node, and its nearest tag
+    assert fd["node"] == "conv2" and fd["pass"] is None
 
 
 def test_tiny_asym_default_budget_keeps_it_but_tolerance_fails():
