@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from rewriter import GateFailed, ModelHandle
 from rewriter.manager import rewrite
-from rewriter.passbase import REGISTRY, WILL_CHANGE, Pass, PassResult, Site, load_passes
+from rewriter.passbase import KEEP, REGISTRY, Decision, Outcome, Pass, load_passes
 from rewriter.runtime import run
 from rewriter.verify import parse_budget
 
@@ -24,36 +24,36 @@ def _scale_pass(name: str, node: str) -> type[Pass]:
         formats = ("onnx",)
         exact = False
 
-        def match(self, model, ctx):
-            return [Site(node, "Conv", WILL_CHANGE)]
+        def plan(self, view, ctx):
+            return [Decision(node, self.name, "conv", (KEEP, "scale"), "scale", "named conv")]
 
-        def apply(self, model, ctx):
-            n = next(x for x in model.onnx.graph.node if x.name == node)
-            init = next(i for i in model.onnx.graph.initializer if i.name == n.input[1])
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(FACTOR), init.name))
-            model.tag([node], self.name)
-            return PassResult(self.match(model, ctx), new_nodes=[node])
+        def emit(self, decision, editor, ctx):
+            n = editor.view.node(decision.site)
+            editor.set_const(decision.site, 1, editor.view.weight(n) * np.float32(FACTOR))
 
     _Scale.name = name
     return _Scale
 
 
 class _AddZero(Pass):
-    """Test-only exact pass that makes the model slower on every target: an identity 3x3 conv before conv2."""
+    """Test-only exact pass that makes the model slower on every target: an identity 3x3 conv before conv2.
+
+    A whole-model pass (``emit_all``), so the engine's per-site never-slower check does not stop it: the
+    report's predicted-slower flag is what is under test."""
 
     name = "_gt_add_zero"
     description = "test-only: identity conv before conv2 (exact, predicted slower)"
     formats = ("onnx",)
     exact = True
 
-    def match(self, model, ctx):
-        done = any(n.name == "identity" for n in model.onnx.graph.node)
-        return [Site("conv2", "Conv", "already added" if done else WILL_CHANGE)]
+    def plan(self, view, ctx):
+        done = any(n.name == "identity" for n in view.nodes)
+        return [Decision("conv2", self.name, "conv", (KEEP, "add"), KEEP if done else "add",
+                         "already added" if done else "identity conv before conv2")]
 
-    def apply(self, model, ctx):
-        sites = self.match(model, ctx)
-        if not sites[0].will_change:
-            return PassResult(sites)
+    def emit_all(self, decisions, model, ctx):
+        if not any(d.will_change for d in decisions):
+            return Outcome()
         g = model.onnx.graph
         w = np.zeros((8, 8, 3, 3), np.float32)
         w[np.arange(8), np.arange(8), 1, 1] = 1.0
@@ -63,8 +63,7 @@ class _AddZero(Pass):
         g.node.insert(list(g.node).index(conv2), helper.make_node(
             "Conv", ["up", "w_identity"], ["up_identity"], pads=[1, 1, 1, 1], name="identity"))
         model.set_onnx(model.onnx)
-        model.tag(["identity"], self.name)
-        return PassResult(sites, new_nodes=["identity"])
+        return Outcome(modified=["identity"])
 
 
 TEST_PASSES = [_scale_pass("_gt_a", "conv1"), _scale_pass("_gt_b", "conv2"), _scale_pass("_gt_c", "conv2"), _AddZero]

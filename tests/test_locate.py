@@ -83,7 +83,7 @@ def test_added_node_measured_downstream():
     """interp_deconv replaces a resize by new nodes: the locator names a tagged new node even though it has
     no counterpart in the model before (measured at the first shared tensor computed from it)."""
     before, _ = rewriter.rewrite(three_stage(), "asym_interp", verify=False, targets=("cpu",))
-    after, rep = rewriter.rewrite(before, "interp_deconv", verify=False, targets=("cpu",))
+    after, rep = rewriter.rewrite(before, "interp_deconv", verify=False)  # all targets: never-slower keeps some
     assert rep["passes"][0]["sites_changed"] >= 1
     tags = after.tags()
     new = {n for n, p in tags.items() if p == "interp_deconv"}
