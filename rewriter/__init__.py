@@ -3,7 +3,7 @@
 from .errors import GateFailed, RewriteError
 from .model import ModelHandle
 
-__all__ = ["GateFailed", "ModelHandle", "RewriteError", "load", "rewrite", "verify", "diff"]
+__all__ = ["GateFailed", "ModelHandle", "RewriteError", "load", "rewrite", "verify", "diff", "optimize"]
 __version__ = "0.1.0"
 
 
@@ -31,3 +31,13 @@ def diff(a, b, **kwargs):
     from .diff import diff as _diff
 
     return _diff(a, b, **kwargs)
+
+
+def optimize(model, **kwargs):
+    """Fastest model within a fidelity budget, chosen site by site; returns ``(ModelHandle, OptimizeReport)``.
+
+    See ``rewriter.optimizer.optimize`` (the subpackage is ``optimizer``, so this name stays a function).
+    """
+    from .optimizer import optimize as _optimize
+
+    return _optimize(model, **kwargs)

@@ -104,8 +104,8 @@ def render_text(r: OptimizeReport, verbose: bool = False) -> str:
     """Terminal summary (≤ 100 columns): headline, per-target latency, fidelity, chosen sites."""
     lines = [r.headline()]
     for t, lat in r.latency.items():
-        lines.append(f"  {TARGET_NAMES.get(t, t):<14} {lat.get('before_ms', 0):>10.3f} → {lat.get('after_ms', 0):>10.3f}"
-                     f" ms predicted  ({lat.get('speedup') or 1:.2f}x)")
+        lines.append(f"  {TARGET_NAMES.get(t, t):<14} {lat.get('before_ms', 0):>10.3f} → "
+                     f"{lat.get('after_ms', 0):>10.3f} ms predicted  ({lat.get('speedup') or 1:.2f}x)")
     budget = ",".join(f"{k}={v:g}" for k, v in r.budget.items())
     for split in ("validation", "test"):
         f = r.fidelity.get(split)

@@ -277,7 +277,8 @@ class PassSpace:
             if "asym_interp" in self.passes:
                 # a site in align_corners can be lowered only after asym_interp: one combined choice
                 for mode in ("half_pixel", "asymmetric"):
-                    asym = {s: mode for (p, s), d in self._decisions.items() if p == "asym_interp" and mode in d.choices}
+                    asym = {s: mode for (p, s), d in self._decisions.items()
+                            if p == "asym_interp" and mode in d.choices}
                     if not asym:
                         continue
                     st = self._apply(st0, "asym_interp", asym, None, [])
