@@ -85,7 +85,7 @@ class OptimizeReport:
         t = self.objective
         lat = self.latency.get(t, {})
         test = self.fidelity.get("test", {}).get("metrics", {}).get("mean", {})
-        fid = ", ".join(f"{k} {v:.4g}" for k, v in test.items() if k in ("rel_l2", "absrel", "delta1", "psnr"))
+        fid = ", ".join(f"{k} {test[k]:.4g}" for k in ("rel_l2", "absrel", "delta1", "psnr") if k in test)
         s = self.speedup(t)
         head = (f"optimize: {TARGET_NAMES.get(t, t)} {lat.get('before_ms', 0):.3f} → {lat.get('after_ms', 0):.3f} ms "
                 f"predicted ({s:.2f}x)" if s else f"optimize: {t}: no change")

@@ -259,9 +259,11 @@ class Search:
             s = Sensitivity(c.key, c.site, self._usage(ev), self._saved(base, ev) if ev.ok else {})
             if not ev.ok:
                 s.ok, s.reason = False, f"failed: {ev.error}"
-            elif s.saved_us.get(self.objective, 0.0) <= EPS_US:
+            elif s.saved_us.get(self.objective, 0.0) < -EPS_US:
                 s.ok, s.reason = False, (f"skip: predicted slower on {self.objective} "
                                          f"({-s.saved_us.get(self.objective, 0.0):+.1f} µs)")
+            elif s.saved_us.get(self.objective, 0.0) <= EPS_US:
+                s.ok, s.reason = False, f"skip: no predicted saving on {self.objective}"
             elif s.error > 1.0:
                 s.ok, s.reason = False, f"alone over budget ({s.error:.3g} of it)"
             out[c.key] = s

@@ -164,6 +164,7 @@ class PassSpace:
         self._pass_objs: dict[tuple, Any] = {}
         self._states: OrderedDict[tuple, _State] = OrderedDict()
         self._refs: dict[str, list[list[np.ndarray]]] = {}
+        self._quantized: OrderedDict[Point, tuple[ModelHandle, list[str]]] = OrderedDict()
         self._cands: dict[str, Candidate] | None = None
         self._decisions: dict[tuple[str, str], Any] = {}  # (pass, site) → Decision on the input model
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -244,8 +245,14 @@ class PassSpace:
             st = nxt
         if point.quant is None:
             return st.model, notes
+        if point in self._quantized:  # the search evaluates its final point on two splits, then saves it
+            self._quantized.move_to_end(point)
+            return self._quantized[point]
         floats = {s: KEEP for s in point.float_ops}
         final = self._apply(st, QUANT_PASS, floats, dict(point.quant), notes, default="int8")
+        self._quantized[point] = (final.model, notes)
+        while len(self._quantized) > 2:
+            self._quantized.popitem(last=False)
         return final.model, notes
 
     # ---- the SearchSpace protocol --------------------------------------------------------------------
