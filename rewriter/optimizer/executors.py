@@ -1,14 +1,15 @@
 """Where candidate evaluations run: in this process, in local worker processes, or on a Ray cluster.
 
-Every executor has ``map(points, split) -> list[Evaluation]`` (results in the order of ``points``) and
-``close()``. Workers rebuild the search space once from ``space.spec()`` (a picklable recipe) and then
-receive only points, so a model is loaded once per worker, not once per candidate.
+Every executor has ``map(points, split) -> list[Evaluation]`` (results in the order of ``points``),
+``imap`` (the same, yielded in order as they finish) and ``close()``. Workers rebuild the search space once
+from ``space.spec()`` (a picklable recipe) and then receive only points, so a model is loaded once per
+worker, not once per candidate.
 """
 
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import RewriteError
@@ -34,8 +35,12 @@ class InProcessExecutor:
         self.space = space
         self.workers = 1
 
+    def imap(self, points: Sequence[Point], split: str = "validation") -> Iterator[Evaluation]:
+        """Evaluations in the order of ``points``, each as soon as it is done (for the progress bar)."""
+        return (safe_evaluate(self.space, p, split) for p in points)
+
     def map(self, points: Sequence[Point], split: str = "validation") -> list[Evaluation]:
-        return [safe_evaluate(self.space, p, split) for p in points]
+        return list(self.imap(points, split))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -78,8 +83,11 @@ class ProcessExecutor:
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                            initializer=_worker_init, initargs=(space.spec(),))
 
+    def imap(self, points: Sequence[Point], split: str = "validation") -> Iterator[Evaluation]:
+        return self.pool.map(_worker_eval, [(p, split) for p in points])
+
     def map(self, points: Sequence[Point], split: str = "validation") -> list[Evaluation]:
-        return list(self.pool.map(_worker_eval, [(p, split) for p in points]))
+        return list(self.imap(points, split))
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -122,8 +130,11 @@ class RayExecutor:
         self.actors = [actor_cls.remote(spec_ref) for _ in range(n)]
         self.pool = ActorPool(self.actors)
 
+    def imap(self, points: Sequence[Point], split: str = "validation") -> Iterator[Evaluation]:
+        return self.pool.map(lambda a, p: a.evaluate.remote(p, split), list(points))
+
     def map(self, points: Sequence[Point], split: str = "validation") -> list[Evaluation]:
-        return list(self.pool.map(lambda a, p: a.evaluate.remote(p, split), list(points)))
+        return list(self.imap(points, split))
 
     def close(self) -> None:
         for a in self.actors:

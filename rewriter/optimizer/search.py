@@ -237,7 +237,9 @@ class Search:
         todo = list(dict.fromkeys(p for p in points if (p, split) not in self._cache))
         if todo:
             self.progress(phase or split, 0, len(todo))
-            for i, (p, ev) in enumerate(zip(todo, self.executor.map(todo, split))):
+            results = self.executor.imap(todo, split) if hasattr(self.executor, "imap") else \
+                self.executor.map(todo, split)
+            for i, (p, ev) in enumerate(zip(todo, results)):
                 self._cache[(p, split)] = ev
                 if split == "validation":
                     self.history.append((p, ev))
