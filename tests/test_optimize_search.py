@@ -146,3 +146,12 @@ def test_psnr_budget():
     res = _run(SyntheticSpace(sites), budget={"psnr": 30.0})
     assert res.point.choices == ("a:rank1",)
     assert not math.isinf(res.validation.metrics["mean"]["psnr"])
+
+
+def test_refill_spends_measured_slack():
+    # absrel is estimated linearly; the truth adds in quadrature: 3 sites are estimated at the limit, but 4 fit
+    sites = [_site(f"s{i}", 0.02, 100.0 - i) for i in range(6)]
+    res = _run(SyntheticSpace(sites, combine="quadrature"), budget={"absrel": 0.03})
+    assert len(res.point.choices) > 3
+    assert any(line.startswith("refill: measured") for line in res.log)
+    assert within(res.validation.metrics, {"absrel": 0.03})

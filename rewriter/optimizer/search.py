@@ -33,6 +33,7 @@ EPS_ERR = 1e-6  # error floor in the µs-per-error ratio (free choices rank by s
 LINEAR_KEYS = ("absrel", "rel_max", "max_abs")  # error adds up linearly (conservative)
 QUADRATURE_KEYS = ("rel_l2",)  # independent errors add in quadrature: square, so the sum is additive
 UNIT_KEYS = ("delta1", "cosine")  # lower bounds in [0, 1]: the shortfall from 1 adds up
+REFILLS = 3  # rounds spending the slack between the estimated and the measured error
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -326,15 +327,21 @@ class Search:
         return scalar(self._usage(ev)), ev.latency_ms.get(self.objective, math.inf)
 
     # -- step 2 -------------------------------------------------------------------------------------------
-    def greedy(self, options: dict[str, list[tuple[str, dict[str, float], float]]], cap: float = 1.0
+    def greedy(self, options: dict[str, list[tuple[str, dict[str, float], float]]], cap: float = 1.0,
+               start: Mapping[str, str] | None = None, total: Mapping[str, float] | None = None
                ) -> dict[str, str]:
         """Multiple-choice knapsack by µs per unit of error: site → option key.
 
         ``options[site]`` = [(key, usage per budget key, µs saved on the objective)]. Usage is summed per
-        budget key; a move is allowed while every key stays within ``cap``.
+        budget key; a move is allowed while every key stays within ``cap``. ``start`` (site → key) and
+        ``total`` (its usage, e.g. measured) continue from an earlier selection.
         """
         chosen: dict[str, tuple[str, dict[str, float], float]] = {}
-        total: dict[str, float] = {k: 0.0 for k in self.budget}
+        for site, key in (start or {}).items():
+            chosen[site] = next(o for o in options[site] if o[0] == key)
+        if total is None:
+            total = {k: sum(c[1].get(k, 0.0) for c in chosen.values()) for k in self.budget}
+        total = dict(total)
         while True:
             best = None
             for site, opts in options.items():
@@ -385,6 +392,11 @@ class Search:
                         + (f", int8 level {picked[INT8_SITE]}" if INT8_SITE in picked else ", no int8"))
         # step 3: the float choices together (applied in pass order; dwpw refits on the rewritten model)
         float_keys, fev = self._backoff_float(float_keys, sens)
+        for _ in range(REFILLS):
+            before = float_keys
+            float_keys, fev = self._refill(float_keys, fev, picked, options, sens)
+            if float_keys == before:
+                break
         # step 4: INT8 last, at the most aggressive level the measured remaining budget allows
         point = Point.of(float_keys)
         final = fev
@@ -408,6 +420,34 @@ class Search:
             why = "failed to build" if not ev.ok else f"{scalar(self._usage(ev)):.3g} of the budget"
             self.log.append(f"backoff: {why}; dropped {worst} (alone {sens[worst].error:.3g} of the budget)")
             keys.remove(worst)
+
+    def _refill(self, keys: list[str], fev: Evaluation, picked: dict[str, str],
+                options: dict[str, list[tuple[str, dict[str, float], float]]], sens: dict[str, Sensitivity]
+                ) -> tuple[list[str], Evaluation]:
+        """Errors often add up to less than the estimate: spend the measured slack once more, greedily."""
+        if not fev.ok:
+            return keys, fev
+        measured = self._usage(fev)
+        start = {sens[k].site: k for k in keys}
+        reserved: dict[str, float] = dict(measured)
+        if INT8_SITE in picked:  # keep the INT8 level the first pass chose in the budget
+            start[INT8_SITE] = picked[INT8_SITE]
+            lv = next(o for o in options[INT8_SITE] if o[0] == picked[INT8_SITE])
+            reserved = {k: v + lv[1].get(k, 0.0) for k, v in measured.items()}
+        if scalar(reserved) >= 0.95:
+            return keys, fev
+        more = self.greedy(options, start=start, total=reserved)
+        added = sorted(k for site, k in more.items() if site != INT8_SITE and k not in keys)
+        if not added:
+            return keys, fev
+        new = sorted(set(keys + added) - {start[sens[k].site] for k in added if sens[k].site in start})
+        ev = self.evaluate([Point.of(new)], phase="refill")[0]
+        if ev.ok and within(ev.metrics, self.budget) and \
+                ev.latency_ms[self.objective] < fev.latency_ms[self.objective]:
+            self.log.append(f"refill: measured {scalar(measured):.3g} of the budget; added {', '.join(added)}")
+            return new, ev
+        self.log.append(f"refill: adding {', '.join(added)} went over the budget; kept the verified selection")
+        return keys, fev
 
     def _quantize_last(self, keys: list[str], fev: Evaluation, quant: dict[str, Any],
                        sens: dict[str, Sensitivity]) -> tuple[Point, Evaluation]:

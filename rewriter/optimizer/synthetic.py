@@ -37,6 +37,7 @@ class SyntheticSpace:
     quant_ops: dict[str, float] = field(default_factory=dict)  # int8 site → error when quantized
     quant_saved_us: dict[str, float] = field(default_factory=dict)  # per quantized op, per target
     quant_setting_error: dict[str, float] = field(default_factory=dict)  # "option=value" → error factor
+    combine: str = "linear"  # how site errors combine: "linear" (worse than the estimate) or "quadrature"
     calls: int = 0
 
     def candidates(self) -> list[Candidate]:
@@ -57,13 +58,14 @@ class SyntheticSpace:
     def evaluate(self, point: Point, split: str = "validation") -> Evaluation:
         self.calls += 1
         lat = {t: self.base_ms.get(t, 10.0) for t in self.targets}
-        err = 0.0
+        errs = []
         for key in point.choices:
             c = self._spec_of(key)
-            err += c.error
+            errs.append(c.error)
             for t, us in c.saved_us:
                 if t in lat:
                     lat[t] -= us / 1000.0
+        err = sum(errs) if self.combine == "linear" else math.sqrt(sum(e * e for e in errs))
         if point.quant is not None:
             factor = 1.0
             for k, v in point.quant:
