@@ -174,7 +174,7 @@ class PassSpace:
         key = (name, tuple(sorted((options or {}).items())))
         if key not in self._pass_objs:
             opts = dict(options or {})
-            if name == "dwpw":
+            if name == "dwpw" and "min_gain" in self.registry[name].options:
                 opts.setdefault("min_gain", None)  # the search, not the pass, decides what is faster
             self._pass_objs[key] = self.registry[name](**opts)
         return self._pass_objs[key]
