@@ -25,11 +25,12 @@ def _run(space: SyntheticSpace, budget: dict | None = None, **kw):
 def test_usage_units():
     m = {"mean": {"rel_l2": 0.025, "delta1": 0.99, "psnr": 40.0, "absrel": 0.01}, "worst": {"rel_l2": 0.05}}
     u = usage(m, {"rel_l2": 0.05, "delta1": 0.98, "psnr": 40.0, "absrel": 0.02, "worst_rel_l2": 0.1})
-    assert u["rel_l2"] == pytest.approx(0.25)  # quadrature: half the limit is a quarter of the budget
+    assert u["rel_l2"] == pytest.approx(0.5)
     assert u["delta1"] == pytest.approx(0.5)
     assert u["psnr"] == pytest.approx(1.0)
+    assert usage({"mean": {"psnr": 46.0206}}, {"psnr": 40.0})["psnr"] == pytest.approx(0.5, rel=1e-4)
     assert u["absrel"] == pytest.approx(0.5)
-    assert u["worst_rel_l2"] == pytest.approx(0.25)
+    assert u["worst_rel_l2"] == pytest.approx(0.5)
     assert within(m, {"rel_l2": 0.05}) and not within(m, {"rel_l2": 0.02})
     assert scalar({}) == 0.0
 
@@ -45,12 +46,27 @@ def test_one_sensitive_site_others_kept():
 
 
 def test_backoff_drops_the_worst_offender():
-    # quadrature estimate: 0.36 + 0.16 + 0.04 + 0.04 = 0.6 of the budget; linear truth 0.07 > 0.05
-    sites = [_site("a", 0.03, 300.0), _site("b", 0.02, 200.0), _site("c", 0.01, 100.0), _site("d", 0.01, 100.0)]
-    res = _run(SyntheticSpace(sites))
-    assert set(res.point.choices) == {"b:rank1", "c:rank1", "d:rank1"}
-    assert any("dropped a:rank1" in line for line in res.log)
+    # estimated 0.014 + 0.012 + 0.01 + 0.008 = 0.044 ≤ 0.05; the sites interact: 0.044 x 1.75 = 0.077 > 0.05
+    sites = [_site("a", 0.014, 150.0), _site("b", 0.012, 400.0), _site("c", 0.010, 300.0), _site("d", 0.008, 200.0)]
+    search = Search(SyntheticSpace(sites, combine="interacting"), BUDGET,
+                    InProcessExecutor(SyntheticSpace(sites, combine="interacting")))
+    keys, ev = search._backoff_float(["a:rank1", "b:rank1", "c:rank1", "d:rank1"], {
+        k: s for k, s in search.sensitivities(search.evaluate([Point()])[0],
+                                              SyntheticSpace(sites).candidates()).items()})
+    assert any("dropped a:rank1" in line for line in search.log)  # the largest error alone goes first
+    assert "a:rank1" not in keys and within(ev.metrics, BUDGET)
+
+
+def test_recalibration_and_backoff_end_within_budget():
+    # 12 equal sites: estimated 12 x 0.004 = 0.048, but interacting they measure 0.048 x 3.75 = 0.18
+    sites = [_site(f"s{i:02d}", 0.004, 100.0 + i) for i in range(12)]
+    res = _run(SyntheticSpace(sites, combine="interacting"))
+    assert any(line.startswith("recalibrate:") for line in res.log)
     assert within(res.validation.metrics, BUDGET)
+    n = len(res.point.choices)
+    assert 2 <= n <= 5  # 5 sites: 0.02 x 2 = 0.04 fits; 6: 0.024 x 2.25 = 0.054 does not
+    verifies = sum(1 for p, _ in res.history if len(p.choices) > 1)
+    assert verifies <= 8  # not one verification per dropped site
 
 
 def test_greedy_prefers_more_saving_per_error_and_upgrades_a_site():
@@ -149,7 +165,7 @@ def test_psnr_budget():
 
 
 def test_refill_spends_measured_slack():
-    # absrel is estimated linearly; the truth adds in quadrature: 3 sites are estimated at the limit, but 4 fit
+    # estimated linearly, the truth adds in quadrature: 3 sites are estimated at the limit, but more fit
     sites = [_site(f"s{i}", 0.02, 100.0 - i) for i in range(6)]
     res = _run(SyntheticSpace(sites, combine="quadrature"), budget={"absrel": 0.03})
     assert len(res.point.choices) > 3

@@ -30,10 +30,10 @@ KEEP = "keep"
 INT8_SITE = "int8"
 EPS_US = 1e-3  # savings below this many µs count as none
 EPS_ERR = 1e-6  # error floor in the µs-per-error ratio (free choices rank by saving)
-LINEAR_KEYS = ("absrel", "rel_max", "max_abs")  # error adds up linearly (conservative)
-QUADRATURE_KEYS = ("rel_l2",)  # independent errors add in quadrature: square, so the sum is additive
 UNIT_KEYS = ("delta1", "cosine")  # lower bounds in [0, 1]: the shortfall from 1 adds up
 REFILLS = 3  # rounds spending the slack between the estimated and the measured error
+RECALIBRATIONS = 3  # rounds re-selecting at a cap scaled by estimated/measured error, before single drops
+RECALIBRATION_MARGIN = 0.9  # aim a little under the budget: the scaling is only approximately right
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -124,11 +124,12 @@ def _split_key(key: str) -> tuple[str, str]:
 
 
 def usage(metrics: Mapping[str, Mapping[str, float]], budget: Mapping[str, float]) -> dict[str, float]:
-    """Per budget key, how much of the budget ``metrics`` use, in units that add up over independent edits.
+    """Per budget key, how much of the budget ``metrics`` use, in units that add up over edits.
 
-    1.0 = at the limit. rel_l2 is squared (errors add in quadrature), psnr becomes a noise-power ratio,
-    delta1/cosine the shortfall from 1 over the allowed shortfall, the rest the value over the limit.
-    A metric the evaluation lacks uses nothing.
+    1.0 = at the limit. Error amplitudes add linearly, an upper bound (independent errors add in quadrature,
+    the refill step spends the difference): rel_l2, absrel, ... the value over the limit; psnr the noise
+    amplitude ratio; delta1/cosine the shortfall from 1 over the allowed shortfall. A metric the evaluation
+    lacks uses nothing.
     """
     out: dict[str, float] = {}
     for key, limit in budget.items():
@@ -138,12 +139,10 @@ def usage(metrics: Mapping[str, Mapping[str, float]], budget: Mapping[str, float
             continue
         v = float(v)
         if base == "psnr":
-            out[key] = 10.0 ** ((limit - v) / 10.0)
+            out[key] = 10.0 ** ((limit - v) / 20.0)
         elif base in UNIT_KEYS:
             short, allowed = max(0.0, 1.0 - v), 1.0 - limit
             out[key] = short / allowed if allowed > 0 else (0.0 if short <= 0 else math.inf)
-        elif base in QUADRATURE_KEYS:
-            out[key] = (v / limit) ** 2 if limit > 0 else (0.0 if v <= 0 else math.inf)
         else:
             out[key] = v / limit if limit > 0 else (0.0 if v <= 0 else math.inf)
     return out
@@ -391,6 +390,7 @@ class Search:
         self.log.append(f"greedy: {len(float_keys)} float choice(s)"
                         + (f", int8 level {picked[INT8_SITE]}" if INT8_SITE in picked else ", no int8"))
         # step 3: the float choices together (applied in pass order; dwpw refits on the rewritten model)
+        float_keys, _ = self._recalibrate(float_keys, options, sens)
         float_keys, fev = self._backoff_float(float_keys, sens)
         for _ in range(REFILLS):
             before = float_keys
@@ -407,6 +407,34 @@ class Search:
         test = self.evaluate([point], split="test", phase="test split")[0]
         return SearchResult(point, final, test, base, self.budget, self.objective, self.targets, cands, sens,
                             quant, self.history, self.log)
+
+    def _recalibrate(self, keys: list[str], options: dict[str, list[tuple[str, dict[str, float], float]]],
+                     sens: dict[str, Sensitivity]) -> tuple[list[str], Evaluation | None]:
+        """Over budget by a wide margin: scale the estimate by measured/estimated and select again.
+
+        One drop per verification is slow when the estimate is far off (every verification rebuilds the
+        float model); a few rounds at a recalibrated cap get close, and the backoff finishes the job.
+        """
+        floats = {s: o for s, o in options.items() if s != INT8_SITE}
+        cap = 1.0
+        for _ in range(RECALIBRATIONS):
+            if not keys:
+                break
+            ev = self.evaluate([Point.of(keys)], phase="verify")[0]
+            measured = scalar(self._usage(ev)) if ev.ok else math.inf
+            if measured <= 1.0 or not math.isfinite(measured):
+                break
+            estimated = scalar({k: sum(sens[c].usage.get(k, 0.0) for c in keys) for k in self.budget})
+            if estimated <= 0:
+                break
+            cap = min(cap, estimated / measured) * RECALIBRATION_MARGIN
+            new = sorted(self.greedy(floats, cap=cap).values())
+            self.log.append(f"recalibrate: {len(keys)} choice(s) measured {measured:.3g} of the budget vs "
+                            f"{estimated:.3g} estimated; cap {cap:.3g} → {len(new)} choice(s)")
+            if new == keys:
+                break
+            keys = new
+        return keys, None
 
     def _backoff_float(self, keys: list[str], sens: dict[str, Sensitivity]) -> tuple[list[str], Evaluation]:
         keys = list(keys)

@@ -1,9 +1,9 @@
 """A synthetic search space with known per-site errors and savings, for the search and executor tests.
 
-Deterministic and graph-free: each site's choice adds a fixed relative-L2 error (summed linearly, so
-combinations are worse than the search's quadrature estimate, which exercises the backoff) and saves fixed
-µs per target; INT8 adds a fixed error per quantized op and a saving per op. It is picklable and importable
-by worker processes and Ray actors, so it runs through every executor.
+Deterministic and graph-free: each site's choice adds a fixed relative-L2 error (combined linearly, in
+quadrature, or amplified per extra site, to exercise the refill and the backoff) and saves fixed µs per
+target; INT8 adds a fixed error per quantized op and a saving per op. It is picklable and importable by
+worker processes and Ray actors, so it runs through every executor.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class SyntheticSpace:
     quant_ops: dict[str, float] = field(default_factory=dict)  # int8 site → error when quantized
     quant_saved_us: dict[str, float] = field(default_factory=dict)  # per quantized op, per target
     quant_setting_error: dict[str, float] = field(default_factory=dict)  # "option=value" → error factor
-    combine: str = "linear"  # how site errors combine: "linear" (worse than the estimate) or "quadrature"
+    combine: str = "linear"  # how site errors combine: "linear" (as estimated), "quadrature" (better than
+    # the estimate) or "interacting" (worse: each extra site amplifies the sum by 25%)
     calls: int = 0
 
     def candidates(self) -> list[Candidate]:
@@ -65,7 +66,12 @@ class SyntheticSpace:
             for t, us in c.saved_us:
                 if t in lat:
                     lat[t] -= us / 1000.0
-        err = sum(errs) if self.combine == "linear" else math.sqrt(sum(e * e for e in errs))
+        if self.combine == "quadrature":
+            err = math.sqrt(sum(e * e for e in errs))
+        elif self.combine == "interacting":
+            err = sum(errs) * (1.0 + 0.25 * max(0, len(errs) - 1))
+        else:
+            err = sum(errs)
         if point.quant is not None:
             factor = 1.0
             for k, v in point.quant:
