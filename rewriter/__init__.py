@@ -4,7 +4,7 @@ from .errors import GateFailed, InvalidGraph, RewriteError
 from .model import ModelHandle
 
 __all__ = ["GateFailed", "InvalidGraph", "ModelHandle", "RewriteError", "cost_report", "diff_models", "load",
-           "rewrite", "verify_models"]
+           "optimize", "rewrite", "verify_models"]
 __version__ = "0.1.0"
 
 
@@ -39,3 +39,13 @@ def cost_report(model, targets=("kmb", "mtl", "cpu"), **kwargs):
     from .cost.command import cost_report as _cost_report
 
     return _cost_report(model, targets, **kwargs)
+
+
+def optimize(model, **kwargs):
+    """Fastest model within a fidelity budget, chosen site by site; returns ``(ModelHandle, OptimizeReport)``.
+
+    See ``rewriter.optimizer.optimize`` (the subpackage is ``optimizer``, so this name stays a function).
+    """
+    from .optimizer import optimize as _optimize
+
+    return _optimize(model, **kwargs)

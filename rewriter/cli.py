@@ -6,6 +6,7 @@
     rewrite verify BEFORE AFTER [--locate]    numerical comparison of any two models
     rewrite diff BEFORE AFTER                 structural diff of any two models
     rewrite cost MODEL [--target T] [--alongside OTHER]   predicted fps, ms per engine, per-layer table
+    rewrite optimize MODEL --target mtl       fastest model within a fidelity budget, site by site
 
 Exit codes: 0 success (rolled-back passes are listed in the report), 1 a verification gate failed under
 --on-fail stop or `verify` found a difference, 2 bad usage or bad input, 3 internal error.
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rewrite", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Rewrite MiDaS ONNX / OpenVINO IR graphs for Intel NPUs; verify the output and report "
                     "predicted (kmb, mtl, cpu) and measured (CPU) latency.\n"
-                    "Subcommands: `rewrite verify BEFORE AFTER`, `rewrite diff BEFORE AFTER` (see their --help).")
+                    "Subcommands: `rewrite verify BEFORE AFTER`, `rewrite diff BEFORE AFTER`, "
+                    "`rewrite optimize MODEL` (see their --help).")
     p.add_argument("model", nargs="?", help="input model: .onnx or OpenVINO .xml (with its .bin)")
     p.add_argument("--passes", help="comma-separated passes to apply in order, e.g. asym_interp,dwpw,int8")
     p.add_argument("--list-passes", action="store_true", help="list passes with exactness, formats, options")
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     try:
+        if argv and argv[0] == "optimize":
+            from .optimizer.cli import run_optimize
+
+            return run_optimize(argv[1:])
         if argv and argv[0] in ("verify", "diff", "cost"):
             args = _sub_parser(argv[0]).parse_args(argv[1:])
             if argv[0] == "cost":

@@ -1,0 +1,181 @@
+"""``rewrite optimize``: the fastest model within a fidelity budget, chosen site by site.
+
+``optimize(model, targets=("mtl",), budget=...)`` searches the passes' per-site choices (see
+:mod:`.search` for the method and :mod:`.space` for the choices), decides on the validation split, fits on
+the calibration split and reports the held-out test split. Returns ``(model, OptimizeReport)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import RewriteError
+from ..model import ModelHandle
+from .report import OptimizeReport, ParetoPoint, SiteRow, render_text, write_html, write_json, write_png
+from .search import KEEP, Candidate, Evaluation, Point, Search, SearchResult, SearchSpace, scalar, usage
+
+__all__ = ["OptimizeReport", "ParetoPoint", "SiteRow", "Candidate", "Evaluation", "Point", "Search",
+           "SearchResult", "SearchSpace", "optimize", "render_text", "DEFAULT_PASSES", "KEEP"]
+
+TARGETS = ("kmb", "mtl", "cpu")
+DEFAULT_PASSES = ("asym_interp", "interp_deconv", "dwpw", "int8")
+NOISE = 0.02  # a measured CPU ratio this much above 1 (and above 1 at p10) counts as slower
+
+
+def _parse_passes(passes: str | Sequence[str] | None) -> tuple[str, ...]:
+    if passes is None:
+        return DEFAULT_PASSES
+    names = [p.strip() for p in passes.split(",")] if isinstance(passes, str) else [str(p) for p in passes]
+    names = [p for p in names if p]
+    bad = [p for p in names if p not in DEFAULT_PASSES]
+    if bad or not names:
+        raise RewriteError(f"--passes {','.join(names) or '(empty)'}: optimize searches "
+                           f"{', '.join(DEFAULT_PASSES)}" + (f"; unknown: {', '.join(bad)}" if bad else ""))
+    return tuple(dict.fromkeys(names))
+
+
+def _budget(budget: dict | str | None, is_images: bool) -> dict[str, float]:
+    from ..verify import default_budget, parse_budget
+
+    b = parse_budget(budget) if budget else {}
+    return b or default_budget(is_images)
+
+
+def _site_rows(res: SearchResult, space: Any) -> list[SiteRow]:
+    chosen = set(res.point.choices)
+    rows = []
+    for key, c in res.candidates.items():
+        s = res.sensitivity.get(key)
+        d = None
+        for pass_name, _ in c.steps:
+            d = d or (space.decision(pass_name, c.site) if hasattr(space, "decision") else None)
+        engine = {}
+        if d is not None:
+            engine = {"default": d.choice, "reason": d.reason, "choices": list(d.choices),
+                      "latency_us": d.details.get("latency_us")}
+        reason = "" if key in chosen else (s.reason if s is not None and s.reason else "not selected")
+        rows.append(SiteRow(site=c.site, pass_name=c.pass_name, op=c.op, choice=c.choice,
+                            saved_us={t: round(v, 3) for t, v in (s.saved_us if s else {}).items()},
+                            error={k: round(v, 6) for k, v in (s.usage if s else {}).items()},
+                            budget_used=round(s.error, 6) if s else 0.0, engine=engine,
+                            selected=key in chosen, reason=reason))
+    rows.sort(key=lambda r: (not r.selected, -r.saved_us.get(res.objective, 0.0)))
+    return rows
+
+
+def _fidelity(ev: Evaluation | None, split: str, budget: dict[str, float]) -> dict[str, Any]:
+    if ev is None:
+        return {"split": split, "skipped": True}
+    if not ev.ok:
+        return {"split": split, "passed": False, "error": ev.error}
+    u = usage(ev.metrics, budget)
+    return {"split": split, "passed": scalar(u) <= 1.0 + 1e-12, "metrics": ev.metrics, "budget_used": scalar(u),
+            "usage": u, "budget": budget}
+
+
+def _bar(say: Callable[[str], None]) -> Callable[[str, int, int], None]:
+    def progress(phase: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        n = 20 * done // total
+        say(f"\r[optimize] {phase:<14} [{'#' * n}{'.' * (20 - n)}] {done}/{total}" + ("\n" if done == total else ""))
+    return progress
+
+
+def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | str | None = None,
+             passes: str | Sequence[str] | None = None, calib: str | None = None, images: str | None = None,
+             output: str | Path | None = None, report: str | Path | None = None, html: str | Path | None = None,
+             workers: int = 0, ray_address: str | None = None, measure: bool = False, seed: int = 0,
+             progress: Callable[[str], None] | None = None, quant_groups: int = 8, max_ranks: int = 3,
+             input_shape: dict[str, list[int]] | None = None) -> tuple[ModelHandle, OptimizeReport]:
+    """Search the per-site choices of ``passes`` for the fastest model on ``targets[0]`` within ``budget``.
+
+    ``budget``: the keys of ``rewriter.verify.parse_budget`` (delta1, absrel, rel_l2, psnr, ...), checked on
+    the validation split against the original; default: the tool's default budget. The final model is never
+    predicted slower than the input on any of ``targets`` (nor measured slower on CPU with ``measure``).
+    ``workers`` > 0 evaluates candidates in that many local processes, ``ray_address`` on a Ray cluster.
+    ``progress`` receives progress text (a bar). Writes ``output`` / ``report`` (JSON, plus a Pareto PNG
+    beside it) / ``html`` when given. Raises ``RewriteError`` for bad input before any long work.
+    """
+    from ..model import check_output_path
+    from .executors import make_executor
+    from .space import PassSpace
+
+    t0 = time.perf_counter()
+    targets = tuple(dict.fromkeys(targets))
+    if not targets:
+        raise RewriteError("--target: give at least one of kmb, mtl, cpu")
+    for t in targets:
+        if t not in TARGETS:
+            raise RewriteError(f"unknown target '{t}' (use {', '.join(TARGETS)})")
+    names = _parse_passes(passes)
+    if workers < 0:
+        raise RewriteError(f"--workers {workers}: must be ≥ 0")
+    from ..verify import parse_budget
+
+    parse_budget(budget)  # a bad budget fails before the model is read
+    handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
+    for path in (output, report, html):
+        if path is not None:
+            check_output_path(Path(path), handle.source)
+    say = progress or (lambda _m: None)
+    space = PassSpace(handle, targets=targets, passes=names, calib=calib, images=images, seed=seed,
+                      max_ranks=max_ranks, input_shape=input_shape)
+    bud = _budget(budget, space.splits.validation.is_images)
+    executor = make_executor(space, workers=workers, ray_address=ray_address)
+    try:
+        res = Search(space, bud, executor, quant_groups=quant_groups, progress=_bar(say)).run()
+    finally:
+        executor.close()
+    final = space.build_model(res.point) if res.point != Point() else handle.clone()
+    notes: list[str] = []
+    if getattr(space.splits, "overlap", False):
+        notes.append("splits overlap (allow_overlap): the held-out numbers are not held out")
+    measured = None
+    if measure:
+        say("[optimize] measuring CPU latency (interleaved A/B) ...\n")
+        from ..cost import measure_ab
+
+        measured = measure_ab(handle, final)
+        lo = (measured.get("ratio_p10_p90") or [measured["ratio"]])[0]
+        if measured["ratio"] > 1 + NOISE and lo > 1:
+            notes.append(f"measured slower on CPU ({measured['ratio']:.3f}x the input's time): returning the input")
+            final = handle.clone()
+            res.point, res.validation, res.test = Point(), res.base, None
+    from ..cost import compare
+
+    latency = {t: compare(handle, final, t, input_shape=input_shape) for t in targets}
+    for t, lat in latency.items():  # the search guarantees this; a mismatch is a bug to surface, not hide
+        if lat["after_ms"] > lat["before_ms"] * (1 + 1e-6):
+            notes.append(f"predicted slower on {t} than the input ({lat['before_ms']} → {lat['after_ms']} ms)")
+    q = res.point.quant
+    int8 = None
+    if "int8" in names:
+        int8 = {"enabled": q is not None, "setting": dict(q) if q is not None else None,
+                "float_ops": list(res.point.float_ops), "settings_tried": res.quant.get("tried", []),
+                "reason": res.quant.get("reason", "")}
+    rep = OptimizeReport(
+        input=handle.name, format=handle.format, targets=list(targets), objective=targets[0], budget=bud,
+        passes=list(names), sites=_site_rows(res, space),
+        pareto=[ParetoPoint(**p) for p in res.pareto()],
+        fidelity={"validation": _fidelity(res.validation, "validation", bud),
+                  "test": _fidelity(res.test, "test", bud)},
+        latency=latency, int8=int8,
+        inputs=space.splits.names() if hasattr(space.splits, "names") else {},
+        measured=measured,
+        search={"evaluations": len(res.history), "seconds": round(time.perf_counter() - t0, 2),
+                "executor": getattr(executor, "name", type(executor).__name__),
+                "workers": getattr(executor, "workers", 1), "log": list(res.log),
+                "point": res.point.to_json()},
+        notes=notes)
+    if output is not None:
+        rep.output = str(final.save(output))
+    if report is not None:
+        write_json(rep, report)
+        write_png(rep, Path(report).with_suffix(".pareto.png"))
+    if html is not None:
+        write_html(rep, html)
+    return final, rep
