@@ -211,7 +211,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
         report["input"] = str(src)
         print(f"rewrite: {e}", file=sys.stderr)
         code = 1
-    _write_reports(report, args)
+    _write_reports(report, args, original=handle)
     if not args.quiet:
         from .report import render_text
 
@@ -221,7 +221,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     return code
 
 
-def _write_reports(report: dict, args: argparse.Namespace) -> None:
+def _write_reports(report: dict, args: argparse.Namespace, original: object = None) -> None:
     from .report import write_html, write_json, write_markdown
 
     if args.report:
@@ -229,7 +229,29 @@ def _write_reports(report: dict, args: argparse.Namespace) -> None:
     if args.md:
         write_markdown(report, args.md)
     if args.html:
-        write_html(report, args.html)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
+            pics = _test_split_pictures(report, args, original, tmp)
+            write_html({**report, "pictures": pics} if pics else report, args.html)
+
+
+def _test_split_pictures(report: dict, args: argparse.Namespace, original: object, folder: str) -> list[dict]:
+    """Depth before | after | |error| of the worst and a typical test-split image, for the HTML report only."""
+    if original is None or not report.get("output") or args.no_verify:
+        return []
+    from .errors import RewriteError as _RE
+    from .inputs import split_inputs
+    from .model import ModelHandle
+    from .pictures import comparison_pictures
+
+    try:
+        test = split_inputs(original, args.calib, args.images, seed=args.seed,
+                            allow_overlap=args.allow_overlap).test
+        return comparison_pictures(original, ModelHandle.load(report["output"]), test.feeds, test.names, folder)
+    except _RE as e:  # pictures are a courtesy: the report is still written without them
+        report.setdefault("notes", []).append(f"no depth pictures: {e}")
+        return []
 
 
 def _render_explain(rep: dict) -> str:

@@ -72,3 +72,36 @@ def save_worst_pictures(before: np.ndarray, after: np.ndarray, folder: str | Pat
         Image.fromarray(colorize(arr, l0, h0, lut)).save(path)
         out[key] = str(path)
     return out
+
+
+def worst_and_typical(befores: list[np.ndarray], afters: list[np.ndarray], names: list[str]) -> list[tuple[str, int]]:
+    """[("worst", i), ("typical", j)]: the image with the largest relative L2 error and the one with the median
+    error (the typical one is left out when it is the worst, e.g. a single image)."""
+    errs = []
+    for b, a in zip(befores, afters):
+        mb, ma = as_map(b), as_map(a)
+        errs.append(float(np.linalg.norm(ma - mb) / (np.linalg.norm(mb) or 1.0)))
+    if not errs:
+        return []
+    order = sorted(range(len(errs)), key=lambda i: errs[i])
+    worst, typical = order[-1], order[len(order) // 2]
+    return [("worst", worst)] + ([("typical", typical)] if typical != worst else [])
+
+
+def comparison_pictures(original: object, final: object, feeds: list[dict], names: list[str], folder: str | Path,
+                        runtime: str = "ov") -> list[dict]:
+    """Run both models on ``feeds`` (the test split) and write before | after | |error| PNGs for the worst and a
+    typical image. Each dict is :func:`save_worst_pictures`' plus ``"role"``. Only called when pictures are
+    asked for (an HTML report), so a run without them costs no extra inference."""
+    from .runtime import run
+
+    rb, ra = run(original, feeds, runtime), run(final, feeds, runtime)
+    first = lambda outs: [np.asarray(next(iter(o.values()))) for o in outs]  # noqa: E731 - the depth output
+    befores, afters = first(rb), first(ra)
+    names = list(names) or [f"input {i}" for i in range(len(feeds))]
+    out = []
+    for role, i in worst_and_typical(befores, afters, names):
+        d = save_worst_pictures(befores[i], afters[i], folder, image=f"{role}_{names[i]}")
+        d["image"], d["role"] = names[i], role
+        out.append(d)
+    return out

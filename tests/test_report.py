@@ -86,7 +86,7 @@ def test_partial_reports_render_in_every_format(report, tmp_path):
 
 def test_diff_report_text_and_markdown():
     rep = diff(make_tiny(), make_tiny("asymmetric"))
-    text = render_text(rep)
+    text = render_text(rep, verbose=True)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "coordinate_transformation_mode: align_corners → asymmetric" in " ".join(text.split())
     assert "221 kMAC" in text and "648 parameters" in text
@@ -117,8 +117,10 @@ def test_verification_picture_dict_is_embedded_with_captions(tmp_path):
                                     "worst_image": {"max_abs": "retina"}}}}
     html = write_html(rep, tmp_path / "d.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3
-    assert "retina: |error| (colour scale 0 … 0.58 output units)" in html
-    text = render_text(rep)
+    # shown once, at the top: one row (before | after | |error|) with a depth and an |error| colour bar
+    assert "worst image: retina" in html and "|after − before|" in html
+    assert html.count('class="cbar"') == 2 and ">0.58</text>" in html and ">2.3</text>" in html
+    text = render_text(rep, verbose=True)
     assert "max_abs" in text and "output units" in text and "retina" in text
 
 
