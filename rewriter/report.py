@@ -204,6 +204,8 @@ def _fidelity_headline(cum: dict) -> str | None:
     msg = str(cum.get("message", ""))
     msg = msg.split("split: ", 1)[-1].split("; would pass with", 1)[0]
     msg = msg.removeprefix("final vs original, ")
+    if cum.get("gate") == "none":
+        return f"fidelity: unchanged ({msg})"
     n = cum.get("inputs")
     imgs = f" ({n} images)" if isinstance(n, int) else ""
     verdict = "within budget" if cum["passed"] else "OVER BUDGET"
@@ -218,8 +220,11 @@ def _pass_reason(p: dict) -> str:
         return f"crashed: {first_sentence(p.get('error'), 70)}"
     if st == "rolled_back":
         fid = p.get("fidelity") or {}
-        msg = first_sentence(fid.get("message") or p.get("error") or "", 70).split("; would pass", 1)[0]
-        return f"rolled back: {msg}" if msg else _DROP_REASON[st]
+        msg = first_sentence(fid.get("message") or p.get("error") or "", 400).split("; would pass", 1)[0]
+        msg = msg.split("split: ", 1)[-1]  # "validation split: over budget: ..." → "over budget: ..."
+        if msg.startswith("over budget: "):
+            msg = f"over budget ({msg.removeprefix('over budget: ')})"
+        return f"rolled back, {_cut(msg, 90)}" if msg else _DROP_REASON[st]
     return _DROP_REASON.get(st, st or "?")
 
 
@@ -252,18 +257,21 @@ def headline(report: dict) -> list[str]:
         lines.append("kept: " + (", ".join(
             f"{p.get('name')} ({p.get('sites_changed', 0)} site(s)"
             + (", over its gate" if p.get("status") == "kept_failed" else "") + ")" for p in kept) or "nothing"))
-        dropped = [p for p in passes if p.get("status") not in _KEPT]
-        if dropped:
-            lines.append("dropped: " + "; ".join(f"{p.get('name')} — {_pass_reason(p)}" for p in dropped))
+        dropped = [f"dropped {p.get('name')}: {_pass_reason(p)}" for p in passes if p.get("status") not in _KEPT]
+    else:
+        dropped = []
+    extra = []
     if report.get("pareto"):
-        lines.append(f"optimize: {len(report['pareto'])} Pareto point(s)"
+        extra.append(f"optimize: {len(report['pareto'])} Pareto point(s)"
                      + (f"; chosen {report['chosen']}" if report.get("chosen") else ""))
+    room = HEADLINE_LINES - len(lines) - len(extra)
+    if len(dropped) > room:  # one line per dropped pass while they fit, else one line for all of them
+        dropped = ["dropped: " + "; ".join(d.removeprefix("dropped ") for d in dropped)]
+    lines += dropped + extra
     out = report.get("output")
     if out and len(lines) < HEADLINE_LINES:
         lines.append(f"written: {out}")
-    if len(lines) > HEADLINE_LINES:
-        lines = lines[:HEADLINE_LINES - 1] + [f"(+{len(lines) - HEADLINE_LINES + 1} more line(s): see -v)"]
-    return lines
+    return lines[:HEADLINE_LINES]
 
 
 def diff_headline(r: dict) -> list[str]:
@@ -993,22 +1001,29 @@ def decision_rows(report: dict) -> list[list[Any]]:
     for ch in (first.get("top_changed") or []) if isinstance(first, dict) else []:
         if isinstance(ch, dict) and ch.get("node"):
             engines[ch["node"]] = (ch.get("engine_before"), ch.get("engine"))
+    objective = next(iter(report.get("targets") or lat or [""]), "")
     rows = []
     for p in report.get("passes") or []:
         if not isinstance(p, dict):
             continue
         for site in p.get("sites") or []:
             d = site.get("details") or {}
-            choice = d.get("choice") or site.get("choice") or site.get("decision")
+            if site.get("will_change") is False or (site.get("will_change") is None and not str(
+                    site.get("decision", "")).startswith(("will change", "changed", "applied"))):
+                continue  # the table lists the sites a pass changed; the rest are in the detail tables
+            choice = site.get("choice") or d.get("choice") or d.get("target_mode") or site.get("decision")
             eb, ea = d.get("engine_before"), d.get("engine_after") or d.get("engine")
             if eb is None and ea is None and site.get("node") in engines:
                 eb, ea = engines[site["node"]]
             saved = d.get("latency_us")
+            if isinstance(saved, dict) and objective in saved and isinstance(saved[objective], dict):
+                saved = saved[objective]  # {target: {"before", "after"}}: the objective target's
             if isinstance(saved, dict):
                 saved = saved.get("saved") if saved.get("saved") is not None else (
-                    saved.get("before", 0) - saved.get("after", 0) if "before" in saved else None)
+                    saved["before"] - saved["after"] if "before" in saved and "after" in saved else None)
             err = d.get("error_contribution", d.get("error"))
-            rows.append([site.get("node"), p.get("name"), choice,
+            status = p.get("status", "")
+            rows.append([site.get("node"), p.get("name") + ("" if status in _KEPT else f" ({status})"), choice,
                          f"{eb or '–'} → {ea or '–'}" if (eb or ea) else "–",
                          _num(saved) if isinstance(saved, (int, float)) else "–",
                          _num(err) if isinstance(err, (int, float)) else "–"])
@@ -1125,9 +1140,11 @@ def render_html(report: dict, verbose: bool = True, base: Path | None = None) ->
                    + _img_tag("changed subgraph (before: red removed, after: green added)",
                               str(report["diff_picture"]), base) + "</section>")
     rows = decision_rows(report)
+    objective = next(iter(report.get("targets") or report.get("latency") or [""]), "")
     if rows:
         out.append('<section id="decisions"><h2>Per-site decisions</h2>' + _table_html(Table(
-            ["site", "pass", "choice", "engine before → after", "predicted µs saved", "error contribution"],
+            ["site", "pass", "choice", "engine before → after", f"predicted µs saved ({_target(objective)})",
+             "error contribution"],
             rows, {4, 5})) + "</section>")
     chart = _cost_svg_for(report, base)
     if chart:
