@@ -167,7 +167,7 @@ def _fits_phrase(total_ms: float | None, alongside: dict | None) -> str:
     if isinstance(alongside, dict) and alongside.get("total_ms") is not None:
         tot = float(alongside["total_ms"])
         fits = alongside.get("fits", tot <= FRAME_MS)
-        return (f"with others {_msnum(tot)} of {FRAME_MS:.2f} ms: "
+        return (f"with others {_msnum(tot)} of {FRAME_MS:.2f} ms, "
                 + ("fits 60 fps" if fits else "does NOT fit 60 fps"))
     if total_ms is None:
         return ""
@@ -181,7 +181,7 @@ def target_headline(t: str, v: dict) -> str:
     fa = v.get("fps_after") if v.get("fps_after") is not None else _fps(a)
     share = (float(a) / FRAME_MS) if a is not None else None
     parts = [f"{_msnum(b)} → {_msnum(a)} ms"]
-    if share is not None:
+    if share is not None and not isinstance(v.get("alongside"), dict):  # else the shared frame says it
         parts.append(f"{share * 100:.0f} % of the {FRAME_MS:.2f} ms frame")
     fit = _fits_phrase(a, v.get("alongside"))
     slower = "; PREDICTED SLOWER" if v.get("slower") else ""
@@ -207,11 +207,11 @@ def _fidelity_headline(cum: dict) -> str | None:
     if cum.get("gate") == "none":
         return f"fidelity: unchanged ({msg})"
     n = cum.get("inputs")
-    imgs = f" ({n} images)" if isinstance(n, int) else ""
+    where = f"{n} held-out {split} images" if isinstance(n, int) else f"the held-out {split} split"
     verdict = "within budget" if cum["passed"] else "OVER BUDGET"
     if msg.startswith(("within budget: ", "over budget: ")):
         msg = msg.split(": ", 1)[1]
-    return f"fidelity on the held-out {split} split{imgs}: {verdict} — {msg}"
+    return f"fidelity on {where}: {verdict} — {msg}"
 
 
 def _pass_reason(p: dict) -> str:
