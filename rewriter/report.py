@@ -843,7 +843,7 @@ flex:1 1 220px;max-height:150px;overflow:hidden;font-size:13px}
 .pics figure img{max-height:170px;max-width:260px;width:auto;height:auto}
 #pictures h2,#pareto h2{margin-top:8px}#pareto img{max-height:300px;max-width:100%}
 .cbar{margin-right:24px}.cbar text{font:11px system-ui,sans-serif}.scroll{overflow-x:auto}
-details{margin:4px 0}summary{cursor:pointer;font-weight:600}
+figure.wide img{max-width:100%;max-height:640px}details{margin:4px 0}summary{cursor:pointer;font-weight:600}
 """
 
 
@@ -1137,8 +1137,9 @@ def render_html(report: dict, verbose: bool = True, base: Path | None = None) ->
         out += [pics, pareto]
     if report.get("diff_picture"):
         out.append('<section id="subgraph"><h2>Changed subgraph</h2>'
-                   + _img_tag("changed subgraph (before: red removed, after: green added)",
-                              str(report["diff_picture"]), base) + "</section>")
+                   + _img_tag("changed subgraph: red removed, green added, orange changed, grey their neighbours",
+                              str(report["diff_picture"]), base).replace("<figure>", '<figure class="wide">')
+                   + "</section>")
     rows = decision_rows(report)
     objective = next(iter(report.get("targets") or report.get("latency") or [""]), "")
     if rows:

@@ -185,3 +185,26 @@ def test_first_screen_in_chromium_shows_headline_pictures_and_pareto(tmp_path):
     assert warm.sum() > 3000, "depth pictures not in the first screen"
     green = (np.abs(img - np.array((46, 139, 87))).sum(axis=2) < 30)  # the headline cards' "fits" edge
     assert green[:300].sum() > 200
+
+
+@pytest.mark.parametrize("use_dot", [True, False])
+def test_diff_subgraph_is_drawn_with_dot_or_matplotlib(tmp_path, monkeypatch, use_dot):
+    from rewriter.pictures import diff_graphs, draw_diff
+
+    if use_dot and shutil.which("dot") is None:
+        pytest.skip("graphviz dot not installed")
+    if not use_dot:
+        monkeypatch.setattr(shutil, "which", lambda _name: None)
+    a, b = make_tiny(), make_tiny("asymmetric")
+    rep = diff(a, b)
+    g = diff_graphs(a, b, rep)
+    assert {s for _, s in g["after"]["nodes"].values()} == {"changed", "context"}
+    assert [label for label, s in g["after"]["nodes"].values() if s == "changed"] == ["resize1\nResize"]
+    assert g["after"]["edges"]  # the changed Resize is drawn with its neighbours
+    tool = draw_diff(g, tmp_path / "sub.png")
+    assert tool == ("dot" if use_dot else "matplotlib")
+    img = np.asarray(Image.open(tmp_path / "sub.png").convert("RGB")).astype(int)
+    orange = (np.abs(img - np.array((0xF3, 0xC9, 0x7A))).sum(axis=2) < 30)
+    assert orange.sum() > 100  # the changed node is filled
+    page = render_html({**rep, "diff_picture": str(tmp_path / "sub.png")})
+    assert page.index('id="headline"') < page.index('id="subgraph"') < page.index("<details>")
