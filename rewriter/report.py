@@ -281,6 +281,14 @@ def diff_headline(r: dict) -> list[str]:
              f"{len(r.get('added') or [])} op(s) added, "
              f"{len(r.get('removed') or [])} removed, {len(r.get('changed') or [])} changed "
              f"({r.get('matched', '–')} matched)"]
+    changes = []
+    for c in r.get("changed") or []:
+        what = [f"{k}: {_val(v[0])} → {_val(v[1])}" for k, v in (c.get("attributes") or {}).items()]
+        what += [f"{w.get('input')} {'shape' if w.get('before_shape') != w.get('after_shape') else 'values'}"
+                 for w in c.get("weights") or []]
+        changes.append(f"{c.get('after') or c.get('before')} ({'; '.join(what[:2]) or c.get('op')})")
+    if changes:
+        lines.append("changed: " + ", ".join(changes[:3]) + (f", … (+{len(changes) - 3})" if len(changes) > 3 else ""))
     for t, v in (r.get("latency") or {}).items():
         if isinstance(v, dict) and (v.get("before_ms") is not None or v.get("after_ms") is not None):
             lines.append(target_headline(t, v))
