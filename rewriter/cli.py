@@ -258,7 +258,7 @@ def _test_split_pictures(report: dict, args: argparse.Namespace, original: objec
         test = split_inputs(original, args.calib, args.images, seed=args.seed,
                             allow_overlap=args.allow_overlap).test
         return comparison_pictures(original, ModelHandle.load(report["output"]), test.feeds, test.names, folder)
-    except _RE as e:  # pictures are a courtesy: the report is still written without them
+    except (_RE, ValueError, RuntimeError, OSError) as e:  # a courtesy: the report is still written without them
         report.setdefault("notes", []).append(f"no depth pictures: {e}")
         return []
 

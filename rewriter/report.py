@@ -1121,7 +1121,7 @@ def _cost_svg_for(report: dict, base: Path | None) -> str:
 
     try:
         return cost_svg(cost_report(str(p), (targets[0],)), top=20)
-    except RewriteError:  # the output cannot be costed (unknown op/shape): the chart is left out
+    except (RewriteError, ValueError, KeyError):  # the output cannot be costed: the chart is left out
         return ""
 
 
