@@ -849,6 +849,8 @@ flex:1 1 220px;max-height:150px;overflow:hidden;font-size:13px}
 .top{display:flex;gap:16px;flex-wrap:wrap}.top>section{flex:1 1 420px}
 .pics .row{display:flex;gap:8px;flex-wrap:wrap}.pics figure{margin:4px 0}
 .pics figure img{max-height:170px;max-width:260px;width:auto;height:auto}
+.top .pics figure img{max-height:150px;max-width:150px}.top .pics .row{flex-wrap:nowrap}
+.top .cbar{width:200px;height:26px;margin-right:12px}.top #pareto-svg{width:100%;max-width:560px;height:auto}
 #pictures h2,#pareto h2{margin-top:8px}#pareto img{max-height:300px;max-width:100%}
 .cbar{margin-right:24px}.cbar text{font:11px system-ui,sans-serif}.scroll{overflow-x:auto}
 figure.wide img{max-width:100%;max-height:640px}details{margin:4px 0}summary{cursor:pointer;font-weight:600}
@@ -975,7 +977,7 @@ def _colorbar(lo: float, hi: float, label: str) -> str:
     stops = "".join(f'<stop offset="{i / 15:.3f}" stop-color="#{lut[int(i * 255 / 15)][0]:02x}'
                     f'{lut[int(i * 255 / 15)][1]:02x}{lut[int(i * 255 / 15)][2]:02x}"/>' for i in range(16))
     gid = f"g{abs(hash((lo, hi, label))) % 10**8}"
-    return (f'<svg class="cbar" xmlns="http://www.w3.org/2000/svg" width="260" height="34">'
+    return (f'<svg class="cbar" xmlns="http://www.w3.org/2000/svg" width="260" height="34" viewBox="0 0 260 34">'
             f'<defs><linearGradient id="{gid}">{stops}</linearGradient></defs>'
             f'<rect x="0" y="2" width="260" height="12" fill="url(#{gid})"/>'
             f'<text x="0" y="28">{_num(lo)}</text><text x="130" y="28" text-anchor="middle">'
@@ -1061,20 +1063,23 @@ def pareto_svg(points: list[dict], width: int = 560, height: int = 300) -> str:
     good = [y for y in ys if y == y]
     y0, y1 = (min(good), max(good)) if good else (0.0, 1.0)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-6)
+    lx0, lx1, ly0, ly1 = x0, x1, y0, y1  # the axis labels show the data's extent
+    px, py = (x1 - x0) * 0.05, (y1 - y0) * 0.05  # keep the extreme points off the axes
+    x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
     L, B, R, T = 60, 40, 20, 20
     sx = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)
     sy = lambda y: height - B - (y - y0) / (y1 - y0) * (height - B - T)
     parts = [f'<svg id="pareto-svg" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" role="img" aria-label="Pareto front">',
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="Pareto front">',
              f'<line x1="{L}" y1="{height - B}" x2="{width - R}" y2="{height - B}" stroke="#333"/>',
              f'<line x1="{L}" y1="{T}" x2="{L}" y2="{height - B}" stroke="#333"/>',
              f'<text x="{(width + L) / 2}" y="{height - 8}" text-anchor="middle">predicted latency (ms)</text>',
              f'<text x="12" y="{(height - B + T) / 2}" transform="rotate(-90 12 {(height - B + T) / 2})" '
              f'text-anchor="middle">{html.escape(metric)} ({html.escape(_metric_unit(metric))})</text>',
-             f'<text x="{L}" y="{height - B + 14}">{_msnum(x0)}</text>',
-             f'<text x="{width - R}" y="{height - B + 14}" text-anchor="end">{_msnum(x1)}</text>',
-             f'<text x="{L - 4}" y="{height - B}" text-anchor="end">{_num(y0)}</text>',
-             f'<text x="{L - 4}" y="{T + 8}" text-anchor="end">{_num(y1)}</text>']
+             f'<text x="{sx(lx0):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx0)}</text>',
+             f'<text x="{sx(lx1):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx1)}</text>',
+             f'<text x="{L - 4}" y="{sy(ly0) + 4:.1f}" text-anchor="end">{_num(ly0)}</text>',
+             f'<text x="{L - 4}" y="{sy(ly1) + 4:.1f}" text-anchor="end">{_num(ly1)}</text>']
     for p, x, y in sorted(zip(pts, xs, ys), key=lambda z: z[1]):
         if y != y:
             continue
