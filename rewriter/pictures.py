@@ -84,7 +84,7 @@ def worst_and_typical(befores: list[np.ndarray], afters: list[np.ndarray], names
     if not errs:
         return []
     order = sorted(range(len(errs)), key=lambda i: errs[i])
-    worst, typical = order[-1], order[len(order) // 2]
+    worst, typical = order[-1], order[(len(order) - 1) // 2]  # the lower median: two images give both
     return [("worst", worst)] + ([("typical", typical)] if typical != worst else [])
 
 

@@ -208,3 +208,8 @@ def test_diff_subgraph_is_drawn_with_dot_or_matplotlib(tmp_path, monkeypatch, us
     assert orange.sum() > 100  # the changed node is filled
     page = render_html({**rep, "diff_picture": str(tmp_path / "sub.png")})
     assert page.index('id="headline"') < page.index('id="subgraph"') < page.index("<details>")
+
+
+def test_two_test_images_give_a_worst_and_a_typical_row():
+    base = [np.ones((1, 1, 4, 4)), np.ones((1, 1, 4, 4))]
+    assert worst_and_typical(base, [base[0] * 1.1, base[1] * 1.01], ["a", "b"]) == [("worst", 0), ("typical", 1)]
