@@ -214,16 +214,23 @@ def _fidelity_headline(cum: dict) -> str | None:
     return f"fidelity on {where}: {verdict} — {msg}"
 
 
-def _pass_reason(p: dict) -> str:
+def _over_budget(message: Any) -> str:
+    """'validation split: over budget: delta1 0.89 < 0.98; would pass with …' → 'over budget (delta1 0.89 < 0.98)'."""
+    msg = first_sentence(message or "", 400).split("; would pass", 1)[0].split("split: ", 1)[-1]
+    return f"over budget ({msg.removeprefix('over budget: ')})" if msg.startswith("over budget: ") else msg
+
+
+def _pass_reason(p: dict, cumulative: dict | None = None) -> str:
     st = p.get("status", "")
+    if st == "rolled_back_cumulative":
+        why = next((_over_budget((d.get("failed") or {}).get("message")) for d in (cumulative or {}).get("dropped")
+                    or [] if d.get("pass") == p.get("name")), "")
+        return f"dropped at the final check on the test split, {_cut(why, 70)}" if why else _DROP_REASON[st]
     if st == "failed":
         return f"crashed: {first_sentence(p.get('error'), 70)}"
     if st == "rolled_back":
         fid = p.get("fidelity") or {}
-        msg = first_sentence(fid.get("message") or p.get("error") or "", 400).split("; would pass", 1)[0]
-        msg = msg.split("split: ", 1)[-1]  # "validation split: over budget: ..." → "over budget: ..."
-        if msg.startswith("over budget: "):
-            msg = f"over budget ({msg.removeprefix('over budget: ')})"
+        msg = _over_budget(fid.get("message") or p.get("error"))
         return f"rolled back, {_cut(msg, 90)}" if msg else _DROP_REASON[st]
     return _DROP_REASON.get(st, st or "?")
 
@@ -257,7 +264,8 @@ def headline(report: dict) -> list[str]:
         lines.append("kept: " + (", ".join(
             f"{p.get('name')} ({p.get('sites_changed', 0)} site(s)"
             + (", over its gate" if p.get("status") == "kept_failed" else "") + ")" for p in kept) or "nothing"))
-        dropped = [f"dropped {p.get('name')}: {_pass_reason(p)}" for p in passes if p.get("status") not in _KEPT]
+        dropped = [f"dropped {p.get('name')}: {_pass_reason(p, report.get('cumulative'))}" for p in passes
+                   if p.get("status") not in _KEPT]
     else:
         dropped = []
     extra = []
@@ -928,7 +936,8 @@ def _cards(report: dict) -> str:
     passes = [p for p in report.get("passes") or [] if isinstance(p, dict)]
     if passes:
         kept = [f"{p.get('name')} ({p.get('sites_changed', 0)} sites)" for p in passes if p.get("status") in _KEPT]
-        dropped = [f"{p.get('name')} — {_pass_reason(p)}" for p in passes if p.get("status") not in _KEPT]
+        dropped = [f"{p.get('name')} — {_pass_reason(p, report.get('cumulative'))}" for p in passes
+                   if p.get("status") not in _KEPT]
         cards.append('<div class="card wide"><div class="k">passes</div>'
                      f'<div class="big">{len(kept)} kept, {len(dropped)} dropped</div>'
                      f'<div>kept: {html.escape(", ".join(kept) or "nothing")}</div>'

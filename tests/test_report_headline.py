@@ -213,3 +213,17 @@ def test_diff_subgraph_is_drawn_with_dot_or_matplotlib(tmp_path, monkeypatch, us
 def test_two_test_images_give_a_worst_and_a_typical_row():
     base = [np.ones((1, 1, 4, 4)), np.ones((1, 1, 4, 4))]
     assert worst_and_typical(base, [base[0] * 1.1, base[1] * 1.01], ["a", "b"]) == [("worst", 0), ("typical", 1)]
+
+
+def test_pass_dropped_at_the_final_check_names_the_test_split_budget(tmp_path):
+    rep = _rewrite(tmp_path)
+    rep["passes"][0]["status"] = "rolled_back_cumulative"
+    rep["cumulative"] = {"passed": True, "gate": "none", "split": "test",
+                         "message": "test split: no pass changed the model; the output is the original",
+                         "dropped": [{"pass": "asym_interp", "reason": "…", "failed": {
+                             "message": "final vs original, test split: over budget: delta1 0.929 < 0.95; "
+                                        "would pass with --budget delta1=0.92"}}]}
+    lines = headline(rep)
+    assert "dropped asym_interp: dropped at the final check on the test split, over budget (delta1 0.929 < 0.95)" \
+        in lines
+    assert "fidelity: unchanged (no pass changed the model; the output is the original)" in lines
