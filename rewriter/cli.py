@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from .errors import GateFailed, RewriteError
 
@@ -194,19 +193,33 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     if args.alongside_ms is not None and not args.alongside_ms >= 0:
         raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
     code = 0
+    from contextlib import ExitStack
+
     from .progress import RunProgress, nncf_into, steps_for
 
     mode = "quiet" if args.quiet else ("bar" if sys.stderr.isatty() else ("lines" if args.verbose else "quiet"))
-    bar = RunProgress(steps_for(len(passes), not args.no_verify, args.measure), mode)
+    say = RunProgress(steps_for(len(passes), not args.no_verify, args.measure), mode)
+    shown = ExitStack()  # a bar on a TTY; NNCF's log lines go through it; closed before the report prints
+    shown.enter_context(say)
+    shown.enter_context(nncf_into(say, args.quiet))
     try:
-        with bar, nncf_into(bar, args.quiet):  # a bar on a TTY; NNCF's log lines go through it
-            _, report = _run_rewrite(rewrite, handle, passes, out, targets, args, bar)
+        _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
+                            images=args.images, targets=targets, verify=not args.no_verify,
+                            on_fail=args.on_fail, budget=args.budget, tol=args.tol,
+                            check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
+                            compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
+                            allow_overlap=args.allow_overlap,
+                            alongside=args.alongside, alongside_ms=args.alongside_ms,
+                            verbosity=-1 if args.quiet else int(args.verbose), progress=say,
+                            input_shape=args.input_shape)
         report["input"] = str(src)
     except GateFailed as e:
         report = e.report or {}
         report["input"] = str(src)
         print(f"rewrite: {e}", file=sys.stderr)
         code = 1
+    finally:
+        shown.close()
     _write_reports(report, args, original=handle)
     if not args.quiet:
         from .report import render_text
@@ -215,19 +228,6 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     elif report.get("output"):
         print(report["output"])
     return code
-
-
-def _run_rewrite(rewrite: Any, handle: Any, passes: Any, out: Any, targets: tuple, args: argparse.Namespace,
-                 say: Any) -> tuple:
-    return rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
-                   images=args.images, targets=targets, verify=not args.no_verify,
-                   on_fail=args.on_fail, budget=args.budget, tol=args.tol,
-                   check_runtime=args.check_runtime, measure=args.measure, seed=args.seed,
-                   compress_to_fp16=args.compress_to_fp16, locate=not args.no_locate,
-                   allow_overlap=args.allow_overlap,
-                   alongside=args.alongside, alongside_ms=args.alongside_ms,
-                   verbosity=-1 if args.quiet else int(args.verbose), progress=say,
-                   input_shape=args.input_shape)
 
 
 def _write_reports(report: dict, args: argparse.Namespace, original: object = None) -> None:
