@@ -193,14 +193,21 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                     reports=(args.report, args.md, args.html), targets=targets, budget=args.budget,
                     calib=args.calib, images=args.images)
     handle, passes, out = pre.handle, pre.passes, pre.output
-    chatty = not args.quiet and (args.verbose or sys.stderr.isatty())  # progress: -v or a terminal only
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if chatty else (lambda _m: None)
     for other in args.alongside:  # fail before the passes run, not after
         if not Path(other).exists():
             raise RewriteError(f"--alongside {other}: no such file")
     if args.alongside_ms is not None and not args.alongside_ms >= 0:
         raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
     code = 0
+    from contextlib import ExitStack
+
+    from .progress import RunProgress, nncf_into, steps_for
+
+    mode = "quiet" if args.quiet else ("bar" if sys.stderr.isatty() else ("lines" if args.verbose else "quiet"))
+    say = RunProgress(steps_for(len(passes), not args.no_verify, args.measure), mode)
+    shown = ExitStack()  # a bar on a TTY; NNCF's log lines go through it; closed before the report prints
+    shown.enter_context(say)
+    shown.enter_context(nncf_into(say, args.quiet))
     try:
         _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
                             images=args.images, targets=targets, verify=not args.no_verify,
@@ -217,7 +224,9 @@ def _main_rewrite(args: argparse.Namespace) -> int:
         report["input"] = str(src)
         print(f"rewrite: {e}", file=sys.stderr)
         code = 1
-    _write_reports(report, args)
+    finally:
+        shown.close()
+    _write_reports(report, args, original=handle)
     if not args.quiet:
         from .report import render_text
 
@@ -227,7 +236,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     return code
 
 
-def _write_reports(report: dict, args: argparse.Namespace) -> None:
+def _write_reports(report: dict, args: argparse.Namespace, original: object = None) -> None:
     from .report import write_html, write_json, write_markdown
 
     if args.report:
@@ -235,7 +244,29 @@ def _write_reports(report: dict, args: argparse.Namespace) -> None:
     if args.md:
         write_markdown(report, args.md)
     if args.html:
-        write_html(report, args.html)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
+            pics = _test_split_pictures(report, args, original, tmp)
+            write_html({**report, "pictures": pics} if pics else report, args.html)
+
+
+def _test_split_pictures(report: dict, args: argparse.Namespace, original: object, folder: str) -> list[dict]:
+    """Depth before | after | |error| of the worst and a typical test-split image, for the HTML report only."""
+    if original is None or not report.get("output") or args.no_verify:
+        return []
+    from .errors import RewriteError as _RE
+    from .inputs import split_inputs
+    from .model import ModelHandle
+    from .pictures import comparison_pictures
+
+    try:
+        test = split_inputs(original, args.calib, args.images, seed=args.seed,
+                            allow_overlap=args.allow_overlap).test
+        return comparison_pictures(original, ModelHandle.load(report["output"]), test.feeds, test.names, folder)
+    except (_RE, ValueError, RuntimeError, OSError) as e:  # a courtesy: the report is still written without them
+        report.setdefault("notes", []).append(f"no depth pictures: {e}")
+        return []
 
 
 def _render_explain(rep: dict) -> str:

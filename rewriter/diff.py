@@ -1026,7 +1026,7 @@ def run_diff(args: argparse.Namespace) -> int:
             rep = diff(args.before, args.after, fidelity=args.fidelity,
                        targets=tuple(dict.fromkeys(args.target or ())), images=args.images, pictures=pictures)
             if args.html:
-                write_html(rep, args.html)
+                write_html(_with_subgraph(rep, args.before, args.after, tmp), args.html)
             if pictures == tmp:
                 rep.get("fidelity", {}).pop("pictures", None)  # do not point the JSON/Markdown at deleted files
         if args.report:
@@ -1039,6 +1039,20 @@ def run_diff(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(render_text(rep, verbose=args.verbose))
     return 0
+
+
+def _with_subgraph(rep: dict, before: str, after: str, folder: str) -> dict:
+    """The report with ``diff_picture``: the changed subgraph drawn for the HTML (dot, else matplotlib)."""
+    if not (rep.get("added") or rep.get("removed") or rep.get("changed")):
+        return rep
+    from .pictures import diff_graphs, draw_diff
+
+    png = Path(folder) / "subgraph.png"
+    try:
+        tool = draw_diff(diff_graphs(before, after, rep), png)
+    except (RewriteError, OSError, ImportError, ValueError) as e:  # the picture is optional; the tables stay
+        return {**rep, "notes": [*rep.get("notes", []), f"changed subgraph not drawn: {e}"]}
+    return {**rep, "diff_picture": str(png), "diff_picture_tool": tool}
 
 
 make_module_callable(__name__, diff)

@@ -142,6 +142,170 @@ def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, d)]
 
 
+# ---- headline: the answer first (≤ 8 lines) ----------------------------------------------------------------
+FRAME_MS = 1000.0 / 60.0  # one frame of the 60 fps video requirement
+HEADLINE_LINES = 8
+_KEPT = ("applied", "kept_failed")
+_DROP_REASON = {"rolled_back": "rolled back: over its gate", "rolled_back_cumulative": "dropped at the final check",
+                "failed": "crashed", "no_change": "no site changed"}
+
+
+def first_sentence(text: Any, limit: int = 160) -> str:
+    """The first line/sentence of an error message, cut to ``limit`` characters (no traceback)."""
+    s = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
+    return _cut(s, limit)
+
+
+def _fps(ms: Any) -> float | None:
+    try:
+        return 1000.0 / float(ms) if float(ms) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _fits_phrase(total_ms: float | None, alongside: dict | None) -> str:
+    if isinstance(alongside, dict) and alongside.get("total_ms") is not None:
+        tot = float(alongside["total_ms"])
+        fits = alongside.get("fits", tot <= FRAME_MS)
+        return (f"with others {_msnum(tot)} of {FRAME_MS:.2f} ms, "
+                + ("fits 60 fps" if fits else "does NOT fit 60 fps"))
+    if total_ms is None:
+        return ""
+    return "fits 60 fps" if float(total_ms) <= FRAME_MS else "does NOT fit 60 fps"
+
+
+def target_headline(t: str, v: dict) -> str:
+    """'KMB (VPU 2.0): 98.2 → 127 fps (10.2 → 7.87 ms, 47 % of the 16.67 ms frame; fits 60 fps)'."""
+    b, a = v.get("before_ms"), v.get("after_ms")
+    fb = v.get("fps_before") if v.get("fps_before") is not None else _fps(b)
+    fa = v.get("fps_after") if v.get("fps_after") is not None else _fps(a)
+    share = (float(a) / FRAME_MS) if a is not None else None
+    parts = [f"{_msnum(b)} → {_msnum(a)} ms"]
+    if share is not None and not isinstance(v.get("alongside"), dict):  # else the shared frame says it
+        parts.append(f"{share * 100:.0f} % of the {FRAME_MS:.2f} ms frame")
+    fit = _fits_phrase(a, v.get("alongside"))
+    slower = "; PREDICTED SLOWER" if v.get("slower") else ""
+    return (f"{_target(t)}: {_fpsnum(fb)} → {_fpsnum(fa)} fps ({', '.join(parts)}"
+            f"{'; ' + fit if fit else ''}{slower})")
+
+
+def _fpsnum(v: Any) -> str:
+    return "–" if v is None else f"{float(v):.3g}" if float(v) < 100 else f"{float(v):.0f}"
+
+
+def _fidelity_headline(cum: dict) -> str | None:
+    if not cum:
+        return None
+    split = cum.get("split", "test")
+    if cum.get("skipped"):
+        return f"fidelity ({split} split): not checked ({cum['skipped']})"
+    if "passed" not in cum:
+        return None
+    msg = str(cum.get("message", ""))
+    msg = msg.split("split: ", 1)[-1].split("; would pass with", 1)[0]
+    msg = msg.removeprefix("final vs original, ")
+    if cum.get("gate") == "none":
+        return f"fidelity: unchanged ({msg})"
+    n = cum.get("inputs")
+    where = f"{n} held-out {split} images" if isinstance(n, int) else f"the held-out {split} split"
+    verdict = "within budget" if cum["passed"] else "OVER BUDGET"
+    if msg.startswith(("within budget: ", "over budget: ")):
+        msg = msg.split(": ", 1)[1]
+    return f"fidelity on {where}: {verdict} — {msg}"
+
+
+def _over_budget(message: Any) -> str:
+    """'validation split: over budget: delta1 0.89 < 0.98; would pass with …' → 'over budget (delta1 0.89 < 0.98)'."""
+    msg = first_sentence(message or "", 400).split("; would pass", 1)[0].split("split: ", 1)[-1]
+    return f"over budget ({msg.removeprefix('over budget: ')})" if msg.startswith("over budget: ") else msg
+
+
+def _pass_reason(p: dict, cumulative: dict | None = None) -> str:
+    st = p.get("status", "")
+    if st == "rolled_back_cumulative":
+        why = next((_over_budget((d.get("failed") or {}).get("message")) for d in (cumulative or {}).get("dropped")
+                    or [] if d.get("pass") == p.get("name")), "")
+        return f"dropped at the final check on the test split, {_cut(why, 70)}" if why else _DROP_REASON[st]
+    if st == "failed":
+        return f"crashed: {first_sentence(p.get('error'), 70)}"
+    if st == "rolled_back":
+        fid = p.get("fidelity") or {}
+        msg = _over_budget(fid.get("message") or p.get("error"))
+        return f"rolled back, {_cut(msg, 90)}" if msg else _DROP_REASON[st]
+    return _DROP_REASON.get(st, st or "?")
+
+
+def headline(report: dict) -> list[str]:
+    """At most 8 lines: fps before → after per target (frame share, fits 60 fps), fidelity vs the budget on
+    the test split, passes/sites kept, and those dropped with a one-phrase reason."""
+    if not isinstance(report, dict):
+        return []
+    if report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report)):
+        return diff_headline(report)
+    lines: list[str] = []
+    if report.get("error") and not report.get("passes"):
+        lines.append(f"ERROR: {first_sentence(report['error'])}")
+    lat = report.get("latency") or {}
+    for t, v in lat.items():
+        if isinstance(v, dict) and (v.get("before_ms") is not None or v.get("after_ms") is not None):
+            lines.append(target_headline(t, v))
+    fid = _fidelity_headline(report.get("cumulative") or {})
+    if fid:
+        lines.append(fid)
+    warns = [w for w in _headline_gates(report) if w.startswith("WARNING")]
+    if (report.get("inputs") or {}).get("overlap") if isinstance(report.get("inputs"), dict) else False:
+        warns = [w for w in warns if "--allow-overlap" not in w]
+        warns.insert(0, "WARNING: --allow-overlap: the splits share images, so the fidelity is not held out")
+    if warns:
+        lines.append("; ".join(warns))
+    passes = [p for p in report.get("passes") or [] if isinstance(p, dict)]
+    kept = [p for p in passes if p.get("status") in _KEPT]
+    if passes:
+        lines.append("kept: " + (", ".join(
+            f"{p.get('name')} ({p.get('sites_changed', 0)} site(s)"
+            + (", over its gate" if p.get("status") == "kept_failed" else "") + ")" for p in kept) or "nothing"))
+        dropped = [f"dropped {p.get('name')}: {_pass_reason(p, report.get('cumulative'))}" for p in passes
+                   if p.get("status") not in _KEPT]
+    else:
+        dropped = []
+    extra = []
+    if report.get("pareto"):
+        extra.append(f"optimize: {len(report['pareto'])} Pareto point(s)"
+                     + (f"; chosen {report['chosen']}" if report.get("chosen") else ""))
+    room = HEADLINE_LINES - len(lines) - len(extra)
+    if len(dropped) > room:  # one line per dropped pass while they fit, else one line for all of them
+        dropped = ["dropped: " + "; ".join(d.removeprefix("dropped ") for d in dropped)]
+    lines += dropped + extra
+    out = report.get("output")
+    if out and len(lines) < HEADLINE_LINES:
+        lines.append(f"written: {out}")
+    return lines[:HEADLINE_LINES]
+
+
+def diff_headline(r: dict) -> list[str]:
+    """Diff headline: ops added/removed/changed, predicted latency per target before → after."""
+    b, a = r.get("before") or {}, r.get("after") or {}
+    lines = [f"{Path(str(b.get('model', '?'))).name} → {Path(str(a.get('model', '?'))).name}: "
+             f"{len(r.get('added') or [])} op(s) added, "
+             f"{len(r.get('removed') or [])} removed, {len(r.get('changed') or [])} changed "
+             f"({r.get('matched', '–')} matched)"]
+    changes = []
+    for c in r.get("changed") or []:
+        what = [f"{k}: {_val(v[0])} → {_val(v[1])}" for k, v in (c.get("attributes") or {}).items()]
+        what += [f"{w.get('input')} {'shape' if w.get('before_shape') != w.get('after_shape') else 'values'}"
+                 for w in c.get("weights") or []]
+        changes.append(f"{c.get('after') or c.get('before')} ({'; '.join(what[:2]) or c.get('op')})")
+    if changes:
+        lines.append("changed: " + ", ".join(changes[:3]) + (f", … (+{len(changes) - 3})" if len(changes) > 3 else ""))
+    for t, v in (r.get("latency") or {}).items():
+        if isinstance(v, dict) and (v.get("before_ms") is not None or v.get("after_ms") is not None):
+            lines.append(target_headline(t, v))
+    fid = r.get("fidelity") or {}
+    if fid.get("message"):
+        lines.append(f"outputs: {first_sentence(fid['message'], 120)}")
+    return lines[:HEADLINE_LINES]
+
+
 # ---- sections: rewrite report ----------------------------------------------------------------------------
 def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     secs = []
@@ -619,8 +783,14 @@ def _text_bars(b: Bars, width: int = WIDTH) -> list[str]:
 
 
 def render_text(report: dict, verbose: bool = False) -> str:
-    """Plain-text report readable at 100 columns (rewrite or diff report)."""
+    """Plain-text report readable at 100 columns (rewrite or diff report): the headline (≤ 8 lines) first;
+    the detail sections (per pass, per layer, per image) only with ``verbose``."""
     out: list[str] = []
+    # not wrapped, so the headline stays ≤ 8 lines; a longer line is cut (the files have it whole)
+    out += [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in headline(report)]
+    if not verbose:
+        return "\n".join(out + ["(details: -v, or the --report/--md/--html files)"]) + "\n"
+    out.append("")
     for s in sections(report, verbose):
         out.append(s.title)
         out.append("=" * min(len(s.title), WIDTH))
@@ -645,7 +815,7 @@ def render_markdown(report: dict, verbose: bool = True) -> str:
     """The report as GitHub-flavoured Markdown (pictures linked by path)."""
     secs = sections(report, verbose)
     title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
-    out = [f"# {title}", ""]
+    out = [f"# {title}", ""] + [f"- {_md_cell(line)}" for line in headline(report)] + [""]
     for s in secs:
         out += [f"## {s.title}", ""]
         out += [f"{line}  " for line in s.lines]
@@ -678,6 +848,20 @@ tr:nth-child(even) td{background:#fafbfc}p{margin:4px 0}
 figure{display:inline-block;margin:6px 12px 6px 0}figure img{max-width:480px;border:1px solid #d6dbe1}
 figcaption{font-size:12px;color:#555}.missing{color:#a33}
 .chart text{font:11px system-ui,sans-serif}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0 12px}
+.card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:8px 12px;min-width:220px;
+flex:1 1 220px;max-height:150px;overflow:hidden;font-size:13px}
+.card.wide{flex:2 1 340px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
+.card .big{font-size:22px;font-weight:600}.k{color:#555;font-size:12px}
+.err{color:#a33;font-weight:600}pre{white-space:pre-wrap;font-size:12px;background:#f6f7f9;padding:8px}
+.top{display:flex;gap:16px;flex-wrap:wrap}.top>section{flex:1 1 420px}
+.pics .row{display:flex;gap:8px;flex-wrap:wrap}.pics figure{margin:4px 0}
+.pics figure img{max-height:170px;max-width:260px;width:auto;height:auto}
+.top .pics figure img{max-height:150px;max-width:150px}.top .pics .row{flex-wrap:nowrap}
+.top .cbar{width:200px;height:26px;margin-right:12px}.top #pareto-svg{width:100%;max-width:560px;height:auto}
+#pictures h2,#pareto h2{margin-top:8px}#pareto img{max-height:300px;max-width:100%}
+.cbar{margin-right:24px}.cbar text{font:11px system-ui,sans-serif}.scroll{overflow-x:auto}
+figure.wide img{max-width:100%;max-height:640px}details{margin:4px 0}summary{cursor:pointer;font-weight:600}
 """
 
 
@@ -723,31 +907,286 @@ def _svg_bars(b: Bars) -> str:
     return "".join(parts)
 
 
+def _cards(report: dict) -> str:
+    """Headline cards: one per target (fps before → after, frame share, fits), fidelity, kept/dropped."""
+    cards = []
+    lat = report.get("latency") or {}
+    for t, v in lat.items():
+        if not isinstance(v, dict) or v.get("after_ms") is None:
+            continue
+        a = float(v["after_ms"])
+        fb = v.get("fps_before") if v.get("fps_before") is not None else _fps(v.get("before_ms"))
+        fa = v.get("fps_after") if v.get("fps_after") is not None else _fps(a)
+        fit = _fits_phrase(a, v.get("alongside"))
+        ok = "NOT" not in fit and not v.get("slower")
+        cards.append(f'<div class="card {"ok" if ok else "bad"}"><div class="k">{html.escape(_target(t))}</div>'
+                     f'<div class="big">{_fpsnum(fb)} → {_fpsnum(fa)} fps</div>'
+                     f'<div>{_msnum(v.get("before_ms"))} → {_msnum(a)} ms, {a / FRAME_MS * 100:.0f} % of the '
+                     f'{FRAME_MS:.2f} ms frame</div><div class="k">{html.escape(fit)}'
+                     f'{"; predicted slower" if v.get("slower") else ""}</div></div>')
+    cum = report.get("cumulative") or {}
+    fid = _fidelity_headline(cum)
+    if fid:
+        ok = bool(cum.get("passed"))
+        head, _, rest = fid.partition(": ")
+        verdict = "within budget" if ok else ("not checked" if cum.get("skipped") else "OVER BUDGET")
+        cards.append(f'<div class="card wide {"ok" if ok else "bad"}"><div class="k">{html.escape(head)}</div>'
+                     f'<div class="big">{verdict}'
+                     f'</div><div>{html.escape(rest.split(" — ", 1)[-1])}</div></div>')
+    passes = [p for p in report.get("passes") or [] if isinstance(p, dict)]
+    if passes:
+        kept = [f"{p.get('name')} ({p.get('sites_changed', 0)} sites)" for p in passes if p.get("status") in _KEPT]
+        dropped = [f"{p.get('name')} — {_pass_reason(p, report.get('cumulative'))}" for p in passes
+                   if p.get("status") not in _KEPT]
+        cards.append('<div class="card wide"><div class="k">passes</div>'
+                     f'<div class="big">{len(kept)} kept, {len(dropped)} dropped</div>'
+                     f'<div>kept: {html.escape(", ".join(kept) or "nothing")}</div>'
+                     + "".join(f"<div>dropped: {html.escape(d)}</div>" for d in dropped) + "</div>")
+    if report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report)):
+        for line in diff_headline(report)[:1]:
+            cards.insert(0, f'<div class="card wide"><div class="k">structure</div><div>{html.escape(line)}'
+                            "</div></div>")
+    return f'<div id="headline" class="cards">{"".join(cards)}</div>' if cards else ""
+
+
+def _errors_html(report: dict) -> str:
+    """Each error as one readable sentence; the traceback only in a collapsed block."""
+    out = []
+    items = [(p.get("name"), p.get("error"), p.get("traceback")) for p in report.get("passes") or []
+             if isinstance(p, dict) and (p.get("error") or p.get("traceback"))]
+    if report.get("error"):
+        items.insert(0, (None, report["error"], report.get("traceback")))
+    for name, err, tb in items:
+        who = f"Pass {name} failed: " if name else "Error: "
+        out.append(f'<p class="err">{html.escape(who + first_sentence(err or "see the traceback", 240))}</p>')
+        if tb:
+            out.append(f"<details><summary>traceback ({html.escape(str(name or 'run'))})</summary>"
+                       f"<pre>{html.escape(str(tb))}</pre></details>")
+    return "".join(out)
+
+
+def _picture_sets(report: dict) -> list[dict]:
+    """Picture dicts (rewriter.pictures) for the worst and a typical image: report["pictures"] (a dict or a
+    list of dicts), else the cumulative check's, else the last pass gate's."""
+    for src in (report.get("pictures"), (report.get("cumulative") or {}).get("pictures"),
+                (report.get("fidelity") or {}).get("pictures"),
+                *[(p.get("fidelity") or {}).get("pictures") for p in reversed(report.get("passes") or [])
+                  if isinstance(p, dict)]):
+        if isinstance(src, dict) and src.get("before_png"):
+            return [src]
+        if isinstance(src, list) and src and all(isinstance(x, dict) and x.get("before_png") for x in src):
+            return src
+    return []
+
+
+def _colorbar(lo: float, hi: float, label: str) -> str:
+    from .pictures import _lut
+
+    lut = _lut()
+    stops = "".join(f'<stop offset="{i / 15:.3f}" stop-color="#{lut[int(i * 255 / 15)][0]:02x}'
+                    f'{lut[int(i * 255 / 15)][1]:02x}{lut[int(i * 255 / 15)][2]:02x}"/>' for i in range(16))
+    gid = f"g{abs(hash((lo, hi, label))) % 10**8}"
+    return (f'<svg class="cbar" xmlns="http://www.w3.org/2000/svg" width="260" height="34" viewBox="0 0 260 34">'
+            f'<defs><linearGradient id="{gid}">{stops}</linearGradient></defs>'
+            f'<rect x="0" y="2" width="260" height="12" fill="url(#{gid})"/>'
+            f'<text x="0" y="28">{_num(lo)}</text><text x="130" y="28" text-anchor="middle">'
+            f'{html.escape(label)}</text><text x="260" y="28" text-anchor="end">{_num(hi)}</text></svg>')
+
+
+def _pictures_html(report: dict, base: Path | None) -> str:
+    sets = _picture_sets(report)
+    if not sets:
+        return ""
+    rows = []
+    for ps in sets:
+        rng = ps.get("range") or [0, 1]
+        role = ps.get("role") or "worst"
+        emax = ps.get("error_max") or 0
+        head = f"{role} image: {ps.get('image', '?')}"
+        figs = "".join(_img_tag(cap, ps[key], base) for cap, key in
+                       (("depth before", "before_png"), ("depth after", "after_png"), ("|after − before|", "error_png"))
+                       if ps.get(key))
+        rows.append(f'<div class="pics"><div class="k">{html.escape(head)}</div><div class="row">{figs}</div>'
+                    f'<div class="row">{_colorbar(rng[0], rng[1], "depth (before and after)")}'
+                    f'{_colorbar(0.0, emax, "|error|")}</div></div>')
+    return '<section id="pictures"><h2>Depth: before | after | |error|</h2>' + "".join(rows) + "</section>"
+
+
+def decision_rows(report: dict) -> list[list[Any]]:
+    """Per-site decisions: site, pass, choice, engine before → after, predicted µs saved, error contribution."""
+    engines: dict[str, tuple[Any, Any]] = {}
+    lat = report.get("latency") or {}
+    first = next(iter(lat.values()), {}) if lat else {}
+    for ch in (first.get("top_changed") or []) if isinstance(first, dict) else []:
+        if isinstance(ch, dict) and ch.get("node"):
+            engines[ch["node"]] = (ch.get("engine_before"), ch.get("engine"))
+    objective = next(iter(report.get("targets") or lat or [""]), "")
+    rows = []
+    for p in report.get("passes") or []:
+        if not isinstance(p, dict):
+            continue
+        for site in p.get("sites") or []:
+            d = site.get("details") or {}
+            if site.get("will_change") is False or (site.get("will_change") is None and not str(
+                    site.get("decision", "")).startswith(("will change", "changed", "applied"))):
+                continue  # the table lists the sites a pass changed; the rest are in the detail tables
+            choice = site.get("choice") or d.get("choice") or d.get("target_mode") or site.get("decision")
+            eb, ea = d.get("engine_before"), d.get("engine_after") or d.get("engine")
+            if eb is None and ea is None and site.get("node") in engines:
+                eb, ea = engines[site["node"]]
+            saved = d.get("latency_us")
+            if isinstance(saved, dict) and objective in saved and isinstance(saved[objective], dict):
+                saved = saved[objective]  # {target: {"before", "after"}}: the objective target's
+            if isinstance(saved, dict):
+                saved = saved.get("saved") if saved.get("saved") is not None else (
+                    saved["before"] - saved["after"] if "before" in saved and "after" in saved else None)
+            err = d.get("error_contribution", d.get("error"))
+            status = p.get("status", "")
+            rows.append([site.get("node"), p.get("name") + ("" if status in _KEPT else f" ({status})"), choice,
+                         f"{eb or '–'} → {ea or '–'}" if (eb or ea) else "–",
+                         _num(saved) if isinstance(saved, (int, float)) else "–",
+                         _num(err) if isinstance(err, (int, float)) else "–"])
+    return rows
+
+
+def _table_html(t: Table) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in t.headers)
+           + "</tr></thead><tbody>"]
+    for row in t.rows:
+        out.append("<tr>" + "".join(
+            f'<td{" class=n" if i in t.numeric else ""}>{html.escape(c if isinstance(c, str) else _num(c))}'
+            "</td>" for i, c in enumerate(row)) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def pareto_svg(points: list[dict], width: int = 560, height: int = 300) -> str:
+    """Inline SVG scatter of an optimize Pareto front: predicted latency (ms) against the first fidelity metric."""
+    pts = [p for p in points if isinstance(p, dict) and p.get("latency_ms") is not None]
+    metric = next((k for p in pts for k, v in (p.get("metrics") or {}).items() if isinstance(v, (int, float))), None)
+    if not pts or metric is None:
+        return ""
+    xs = [float(p["latency_ms"]) for p in pts]
+    ys = [float((p.get("metrics") or {}).get(metric, float("nan"))) for p in pts]
+    x0, x1 = min(xs), max(xs)
+    good = [y for y in ys if y == y]
+    y0, y1 = (min(good), max(good)) if good else (0.0, 1.0)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-6)
+    lx0, lx1, ly0, ly1 = x0, x1, y0, y1  # the axis labels show the data's extent
+    px, py = (x1 - x0) * 0.05, (y1 - y0) * 0.05  # keep the extreme points off the axes
+    x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
+    L, B, R, T = 60, 40, 20, 20
+    sx = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)
+    sy = lambda y: height - B - (y - y0) / (y1 - y0) * (height - B - T)
+    parts = [f'<svg id="pareto-svg" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="Pareto front">',
+             f'<line x1="{L}" y1="{height - B}" x2="{width - R}" y2="{height - B}" stroke="#333"/>',
+             f'<line x1="{L}" y1="{T}" x2="{L}" y2="{height - B}" stroke="#333"/>',
+             f'<text x="{(width + L) / 2}" y="{height - 8}" text-anchor="middle">predicted latency (ms)</text>',
+             f'<text x="12" y="{(height - B + T) / 2}" transform="rotate(-90 12 {(height - B + T) / 2})" '
+             f'text-anchor="middle">{html.escape(metric)} ({html.escape(_metric_unit(metric))})</text>',
+             f'<text x="{sx(lx0):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx0)}</text>',
+             f'<text x="{sx(lx1):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx1)}</text>',
+             f'<text x="{L - 4}" y="{sy(ly0) + 4:.1f}" text-anchor="end">{_num(ly0)}</text>',
+             f'<text x="{L - 4}" y="{sy(ly1) + 4:.1f}" text-anchor="end">{_num(ly1)}</text>']
+    for p, x, y in sorted(zip(pts, xs, ys), key=lambda z: z[1]):
+        if y != y:
+            continue
+        tip = ", ".join(f"{k}={v}" for k, v in (p.get("choices") or {}).items()) if isinstance(
+            p.get("choices"), dict) else str(p.get("choices", ""))
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="#2f6fb3"><title>'
+                     f'{_msnum(x)} ms, {metric} {_num(y)}: {html.escape(tip)}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pareto_html(report: dict, base: Path | None) -> str:
+    pts = report.get("pareto")
+    if not pts and not report.get("pareto_plot"):
+        return ""
+    body = ""
+    if report.get("pareto_plot"):
+        body = _img_tag("Pareto front: predicted latency vs fidelity", str(report["pareto_plot"]), base)
+        if 'class="missing"' in body:
+            body = pareto_svg(pts or []) or body
+    else:
+        body = pareto_svg(pts or [])
+    rows = [[_msnum(p.get("latency_ms")), ", ".join(f"{k} {_num(v)}" for k, v in (p.get("metrics") or {}).items()),
+             json.dumps(p.get("choices"), default=str)[:200]] for p in pts or [] if isinstance(p, dict)]
+    table = _table_html(Table(["predicted ms", "metrics", "choices"], rows, {0})) if rows else ""
+    return (f'<section id="pareto"><h2>Pareto front (optimize)</h2>{body}'
+            f"<details><summary>{len(rows)} point(s)</summary>{table}</details></section>")
+
+
+def _cost_svg_for(report: dict, base: Path | None) -> str:
+    """Per-layer latency chart of the output model on the objective (first) target, drawn by rewrite cost."""
+    if report.get("cost_svg"):
+        return str(report["cost_svg"])
+    out = report.get("output")
+    targets = list(report.get("targets") or report.get("latency") or [])
+    if not out or not targets:
+        return ""
+    p = Path(out)
+    if not p.is_absolute() and not p.exists() and base is not None:
+        p = base / p
+    if not p.exists():
+        return ""
+    from .cost.command import cost_report, cost_svg
+
+    try:
+        return cost_svg(cost_report(str(p), (targets[0],)), top=20)
+    except (RewriteError, ValueError, KeyError):  # the output cannot be costed: the chart is left out
+        return ""
+
+
 def render_html(report: dict, verbose: bool = True, base: Path | None = None) -> str:
-    """A self-contained HTML page: tables, embedded PNG pictures, inline SVG charts. Relative picture paths
-    are read from the current folder, else from ``base``."""
+    """A self-contained HTML page, answer first: headline cards, depth before | after | |error| pictures
+    (one colour scale, colour bars), the Pareto plot of an optimize run, the per-site decision table, the
+    per-layer latency chart of the objective target, then every detail section collapsed. Errors are one
+    sentence; tracebacks are collapsed. Relative picture paths are read from the current folder, else ``base``."""
     secs = sections(report, verbose)
     title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{title}</h1>"]
+    out.append(_cards(report))
+    out.append(_errors_html(report))
+    pics, pareto = _pictures_html(report, base), _pareto_html(report, base)
+    shown = {str(ps.get(k)) for ps in _picture_sets(report) for k in ("before_png", "after_png", "error_png")}
+    if pics and pareto:  # an optimize report: both above the fold, side by side
+        out.append(f'<div class="top">{pics}{pareto}</div>')
+    else:
+        out += [pics, pareto]
+    if report.get("diff_picture"):
+        out.append('<section id="subgraph"><h2>Changed subgraph</h2>'
+                   + _img_tag("changed subgraph: red removed, green added, orange changed, grey their neighbours",
+                              str(report["diff_picture"]), base).replace("<figure>", '<figure class="wide">')
+                   + "</section>")
+    rows = decision_rows(report)
+    objective = next(iter(report.get("targets") or report.get("latency") or [""]), "")
+    if rows:
+        out.append('<section id="decisions"><h2>Per-site decisions</h2>' + _table_html(Table(
+            ["site", "pass", "choice", "engine before → after", f"predicted µs saved ({_target(objective)})",
+             "error contribution"],
+            rows, {4, 5})) + "</section>")
+    chart = _cost_svg_for(report, base)
+    if chart:
+        t0 = _target(next(iter(report.get("targets") or report.get("latency") or ["?"])))
+        out.append(f'<section id="layers"><h2>Per-layer predicted latency of the output, {html.escape(t0)} '
+                   f'(objective target)</h2><div class="scroll">{chart}</div></section>')
+    out.append('<h2>Details</h2>')
     for s in secs:
-        out.append(f"<section><h2>{html.escape(s.title)}</h2>")
-        out += [f"<p>{html.escape(line)}</p>" for line in s.lines]
-        for t in s.tables:
-            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in t.headers)
-                       + "</tr></thead><tbody>")
-            for row in t.rows:
-                out.append("<tr>" + "".join(
-                    f'<td{" class=n" if i in t.numeric else ""}>{html.escape(c if isinstance(c, str) else _num(c))}'
-                    "</td>" for i, c in enumerate(row)) + "</tr>")
-            out.append("</tbody></table>")
+        out.append(f"<details><summary>{html.escape(s.title)}</summary><section>")
+        out += [f"<p>{html.escape(first_sentence(line, 400))}</p>" for line in s.lines]
+        out += [_table_html(t) for t in s.tables]
         for b in s.bars:
             out.append(_svg_bars(b))
-        if s.pictures:
-            out.append("<div>" + "".join(_img_tag(c, p, base) for c, p in s.pictures) + "</div>")
-        out.append("</section>")
+        rest = [(c, p) for c, p in s.pictures if p not in shown]  # the top pictures are not repeated
+        if rest:
+            out.append("<div>" + "".join(_img_tag(c, p, base) for c, p in rest) + "</div>")
+        out.append("</section></details>")
     out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return "\n".join(x for x in out if x) + "\n"
 
 
 # ---- atomic writes -----------------------------------------------------------------------------------------

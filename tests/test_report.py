@@ -86,7 +86,7 @@ def test_partial_reports_render_in_every_format(report, tmp_path):
 
 def test_diff_report_text_and_markdown():
     rep = diff(make_tiny(), make_tiny("asymmetric"))
-    text = render_text(rep)
+    text = render_text(rep, verbose=True)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "coordinate_transformation_mode: align_corners → asymmetric" in " ".join(text.split())
     assert "221 kMAC" in text and "648 parameters" in text
@@ -117,8 +117,10 @@ def test_verification_picture_dict_is_embedded_with_captions(tmp_path):
                                     "worst_image": {"max_abs": "retina"}}}}
     html = write_html(rep, tmp_path / "d.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3
-    assert "retina: |error| (colour scale 0 … 0.58 output units)" in html
-    text = render_text(rep)
+    # shown once, at the top: one row (before | after | |error|) with a depth and an |error| colour bar
+    assert "worst image: retina" in html and "|after − before|" in html
+    assert html.count('class="cbar"') == 2 and ">0.58</text>" in html and ">2.3</text>" in html
+    text = render_text(rep, verbose=True)
     assert "max_abs" in text and "output units" in text and "retina" in text
 
 
@@ -138,7 +140,12 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_html_renders_in_headless_chromium_with_pictures(tmp_path):
     page = tmp_path / "report.html"
-    write_html(_rewrite_report([str(_picture(tmp_path / "depth.png"))]), page)
+    rep = _rewrite_report([])
+    red = str(_picture(tmp_path / "depth.png"))
+    rep["cumulative"] = {"passed": True, "split": "test", "message": "within budget: delta1 0.99 ≥ 0.98",
+                         "pictures": {"image": "x", "range": [0, 1], "error_max": 0.1, "before_png": red,
+                                      "after_png": red, "error_png": red}}
+    write_html(rep, page)
     shot = tmp_path / "shot.png"
     common = [_chromium(), *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     subprocess.run([*common, "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
@@ -147,10 +154,10 @@ def test_html_renders_in_headless_chromium_with_pictures(tmp_path):
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     # the embedded picture is pure red: find a solid block of it in the page
     red = (np.abs(img - np.array(RED)).sum(axis=2) < 30)
-    assert red.sum() > 0.8 * 120 * 160, f"embedded picture not visible ({red.sum()} red pixels)"
-    # the latency bars (#2f6fb3) are drawn too
-    blue = (np.abs(img - np.array((47, 111, 179))).sum(axis=2) < 30)
-    assert blue.sum() > 200
+    assert red.sum() > 3 * 0.8 * 120 * 160, f"embedded pictures not visible ({red.sum()} red pixels)"
+    # the headline cards' green "fits / within budget" edge (#2e8b57) is drawn too
+    green = (np.abs(img - np.array((46, 139, 87))).sum(axis=2) < 30)
+    assert green.sum() > 200
     dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom.stdout)) == 1
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom.stdout)) == 3
     assert "<svg" in dom.stdout
