@@ -247,11 +247,20 @@ def _render_explain(rep: dict) -> str:
         if not p["sites"]:
             lines.append("  (no candidate sites)")
         for s in p["sites"]:
-            details = ", ".join(f"{k}={v}" for k, v in s["details"].items())
+            engines = _render_engines(s["details"])
+            details = ", ".join(f"{k}={v}" for k, v in s["details"].items()
+                                if k not in ("engine_before", "engine_after"))
             choices = "|".join(s.get("choices", []))
             lines.append(f"  {s['node']:<40} {s['op']:<10} {s.get('choice', ''):<11} {s.get('reason', s['decision'])}"
-                         f"  (choices: {choices})" + (f"  [{details}]" if details else ""))
+                         f"  (choices: {choices})" + (f"  [{details}]" if details else "")
+                         + (f"\n  {'':<40} engine: {engines}" if engines else ""))
     return "\n".join(lines)
+
+
+def _render_engines(details: dict) -> str:
+    """``kmb shave→dpu, mtl shave→dpu``: where a resize site lands before and after, per target."""
+    before, after = details.get("engine_before") or {}, details.get("engine_after") or {}
+    return ", ".join(f"{t} {before[t]['engine']}→{after.get(t, before[t])['engine']}" for t in before)
 
 
 if __name__ == "__main__":

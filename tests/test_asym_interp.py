@@ -312,3 +312,17 @@ def test_auto_without_npu_target_falls_back_to_asymmetric():
     h = ModelHandle.load(resize_model((1, 32, 16, 16), (2, 2), "align_corners"))
     res = PASSES["asym_interp"]().apply(h, PassContext(targets=("cpu",)))
     assert res.sites[0].choice == "asymmetric" and "no NPU target" in res.sites[0].reason
+
+
+def test_explain_shows_engine_before_and_after(tmp_path, capsys):
+    from rewriter.cli import main
+
+    m = tmp_path / "r32.onnx"
+    onnx.save(resize_model((1, 32, 16, 16), (2, 2), "align_corners"), str(m))
+    assert main(["--explain", "--passes", "asym_interp", "--target", "kmb", "--target", "mtl", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert "engine: kmb shave→dpu, mtl shave→dpu" in out and "half_pixel" in out
+    assert main(["--explain", "--json", "--passes", "asym_interp", str(m)]) == 0
+    import json
+    d = json.loads(capsys.readouterr().out)["passes"][0]["sites"][0]["details"]
+    assert d["engine_after"]["mtl"]["engine"] == "dpu" and "depthwise conv" in d["engine_after"]["mtl"]["rule"]
