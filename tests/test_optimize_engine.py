@@ -54,7 +54,6 @@ def test_default_output_beside_the_input(tiny_onnx):
 
 def test_candidates_are_engine_choices(tiny_onnx):
     from rewriter.engine import plan
-
     from rewriter.optimizer.space import PassSpace
 
     space = PassSpace(ModelHandle.load(tiny_onnx), targets=("cpu", "mtl"),
