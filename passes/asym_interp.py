@@ -207,10 +207,12 @@ def _auto(cm: str, choices: tuple[str, ...], engines: dict[str, dict[str, dict[s
         if "asymmetric" not in choices:
             return KEEP, f"already {cm}; {why}: no DPU placement to gain"
         return "asymmetric", f"{cm} → asymmetric: {why}, DPU placement unknown (mode=auto falls back to asymmetric)"
-    for t in targets:  # the first target where some mode lands on the DPU decides
+    if all(engines[t][cm]["engine"] == "dpu" for t in targets):
+        return KEEP, f"{cm} already lands on the DPU on {'/'.join(targets)}: {engines[targets[0]][cm]['rule']}"
+    for t in targets:  # the first target where the site is off the DPU and some mode lands on it decides
         on_dpu = {m for m, e in engines[t].items() if e["engine"] == "dpu"}
         if cm in on_dpu:
-            return KEEP, f"{cm} already lands on the DPU on {t}: {engines[t][cm]['rule']}"
+            continue
         for m in ("half_pixel", "asymmetric"):
             if m in choices and m in on_dpu:
                 return m, f"{cm} → {m}: lands on the DPU on {t} ({engines[t][m]['rule']})"

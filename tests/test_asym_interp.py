@@ -326,3 +326,15 @@ def test_explain_shows_engine_before_and_after(tmp_path, capsys):
     import json
     d = json.loads(capsys.readouterr().out)["passes"][0]["sites"][0]["details"]
     assert d["engine_after"]["mtl"]["engine"] == "dpu" and "depthwise conv" in d["engine_after"]["mtl"]["rule"]
+
+
+def test_auto_changes_a_site_that_is_on_the_dpu_on_one_target_only():
+    # 64 channels 64x64 → 128x128: align_corners exceeds KMB's CMX, so KMB maps it to per-line GroupConvs (DPU);
+    # MTL runs it on SHAVE, where half_pixel becomes one depthwise conv: the swap pays on MTL, costs nothing on KMB
+    h = ModelHandle.load(resize_model((1, 64, 64, 64), (2, 2), "align_corners"))
+    [site] = PASSES["asym_interp"]().apply(h, PassContext(targets=("kmb", "mtl"))).sites
+    d = site.details
+    assert d["engine_before"]["kmb"]["engine"] == "dpu" and "per-line" in d["engine_before"]["kmb"]["rule"]
+    assert d["engine_before"]["mtl"]["engine"] == "shave"
+    assert site.choice == "half_pixel" and "on mtl" in site.reason
+    assert d["engine_after"]["kmb"]["engine"] == d["engine_after"]["mtl"]["engine"] == "dpu"
