@@ -26,7 +26,8 @@ def test_fit_frame_input_already_fits(tiny_onnx, tmp_path):
     f = j["frame"]
     assert j["objective_kind"] == "fit-frame" and f["fits"] is True and f["selected"] == "input (already fits)"
     assert f["budget_used"] == 0.0 and j["search"]["point"]["choices"] == []
-    # the input already fits: nothing rewritten, so no fidelity spent
+    # the input already fits: nothing rewritten, so no fidelity spent (and the test split says so)
+    assert j["fidelity"]["test"]["passed"] and j["fidelity"]["test"]["split"] == "test"
     assert j["latency"]["cpu"]["after_ms"] == pytest.approx(j["latency"]["cpu"]["before_ms"])
 
 

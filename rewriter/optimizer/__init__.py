@@ -125,7 +125,7 @@ def _fit_frame(search: Search, res: SearchResult, others_ms: float, *, select: b
         res.log.append(f"fit-frame: {info['selected']} at {ev.latency_ms[obj]:.3f} ms on {obj} "
                        f"(+{others_ms:.3f} ms others)")
         res.point, res.validation = p, ev
-        res.test = search.evaluate([p], split="test", phase="test split")[0] if p != Point() else None
+        res.test = search.evaluate([p], split="test", phase="test split")[0]
     return info
 
 
