@@ -9,9 +9,12 @@ towards the far border by up to ``1 - 1/s`` input pixels before clamping (half a
 half_pixel spreads the shift over both borders (up to half a pixel each side); on a trained MiDaS,
 asymmetric moved the output about twice as much as half_pixel, so the target mode is an option.
 
-Each site can take ``half_pixel`` or ``asymmetric`` (whichever it is not already in); the default is the
-``mode`` option for sites in ``from_modes``. ``compensate=true`` refits the convs consuming each changed site
-on calibration activations (``rewriter.compensate``).
+Each site can take ``half_pixel`` or ``asymmetric`` (whichever it is not already in). With ``mode=auto`` (the
+default) each site in ``from_modes`` takes the mode that lands on the NPU's DPU (``rewriter.cost.lowering``, on
+the requested NPU targets; the first decides when they disagree) with the smaller error: half_pixel when both
+do, asymmetric when only it does; the site is kept when neither does (no speed to buy for the error); with no
+NPU target or no static shapes it falls back to asymmetric. ``mode=asymmetric|half_pixel`` forces one.
+``compensate=true`` refits the convs consuming each changed site on calibration activations (``rewriter.compensate``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from rewriter.compensate import compensate
+from rewriter.cost.lowering import resize_lowering
 from rewriter.errors import RewriteError
 from rewriter.graph import Editor, GraphView
 from rewriter.interp import (
@@ -34,6 +38,8 @@ from rewriter.model import ModelHandle
 from rewriter.passbase import KEEP, Decision, Option, Outcome, Pass, PassContext, register
 
 TARGET_MODES = ("asymmetric", "half_pixel")
+AUTO = "auto"
+NPU_TARGETS = ("kmb", "mtl")
 
 
 @register
@@ -43,7 +49,9 @@ class AsymInterp(Pass):
                    "approximate, optional least-squares compensation of the consuming convs")
     exact = False
     options = {
-        "mode": Option("asymmetric", str, "target coordinate mode", choices=TARGET_MODES),
+        "mode": Option(AUTO, str, "target coordinate mode; auto = per site, the mode that lands on the DPU "
+                       "with the smaller error (half_pixel, else asymmetric, else keep)",
+                       choices=(AUTO, *TARGET_MODES)),
         "from_modes": Option(["align_corners"], list, "coordinate modes to change, '|'-separated; half_pixel "
                              "also covers pytorch_half_pixel (the MiDaS head is half_pixel and left alone "
                              "unless listed)"),
@@ -88,26 +96,40 @@ class AsymInterp(Pass):
         same = {m for m in TARGET_MODES if m == cm or (m == "half_pixel" and cm in HALF_PIXEL_FAMILY)}
         return (KEEP, *[m for m in ("half_pixel", "asymmetric") if m not in same]), None
 
-    def _default(self, site: InterpSite, choices: tuple[str, ...], include, exclude) -> tuple[str, str]:
+    def _default(self, site: InterpSite, choices: tuple[str, ...], include, exclude,
+                 engines: dict[str, dict[str, dict[str, str]]], targets: tuple[str, ...]) -> tuple[str, str]:
         target, cm = self.opts.mode, site.coordinate_mode
         if (reason := name_filter_reason(site.name, include, exclude)) is not None:
             return KEEP, reason
-        if target not in choices:
+        if target != AUTO and target not in choices:
             return KEEP, (f"already {target}" if cm == target else
                           f"already half_pixel ({cm} equals it for integer upsampling)")
         if cm not in self._from_modes():
-            return KEEP, (f"coordinate mode {cm} not in from_modes ({'|'.join(self.opts.from_modes)}); "
+            already = f"already {cm}: " if cm in (*TARGET_MODES, *HALF_PIXEL_FAMILY) else ""
+            return KEEP, (f"{already}coordinate mode {cm} not in from_modes ({'|'.join(self.opts.from_modes)}); "
                           "add it to change this site")
-        return target, f"{cm} → {target}: the NPU runs fixed-stencil upsampling on its DPU"
+        if target == AUTO:
+            return _auto(cm, choices, engines, targets)
+        return target, f"{cm} → {target} (forced by mode={target})"
 
     def plan(self, view: GraphView, ctx: PassContext) -> list[Decision]:
         include = compile_pattern(self.name, "include", self.opts.include)
         exclude = compile_pattern(self.name, "exclude", self.opts.exclude)
+        targets = tuple(t for t in ctx.targets if t in NPU_TARGETS)
         out = []
         for site in sites(view):
             details = site.details()
             choices, blocked = self._choices(site)
-            choice, reason = (KEEP, blocked) if blocked else self._default(site, choices, include, exclude)
+            engines = site_engines(site, (site.coordinate_mode, *TARGET_MODES), tuple(ctx.targets),
+                                   single_use=_single_use(view, site))
+            if blocked:
+                choice, reason = KEEP, blocked
+            else:
+                choice, reason = self._default(site, choices, include, exclude, engines, targets)
+            after = choice if choice != KEEP else site.coordinate_mode
+            if engines:
+                details["engine_before"] = {t: e[site.coordinate_mode] for t, e in engines.items()}
+                details["engine_after"] = {t: e[after] for t, e in engines.items()}
             if choice != KEEP:
                 details["target_mode"] = choice
                 if (shift := _grid_shift(site, choice)) is not None:
@@ -128,7 +150,7 @@ class AsymInterp(Pass):
         shift = max((d.details.get("grid_shift_px") or 0) for d in changed)
         out = Outcome(notes=[f"{len(changed)} site(s) now sample with {'/'.join(modes)} coordinates: the grid "
                              f"moves by up to {shift:.2f} input pixels per stage (approximate change)"],
-                      extra={"target_mode": self.opts.mode})
+                      extra={"target_mode": self.opts.mode, "modes": modes})
         if self.opts.compensate and reference is not None:
             comp: dict[str, Any] = compensate(reference, editor.handle, [d.site for d in changed], ctx,
                                               self.opts.calib_count, self.opts.ridge)
@@ -151,3 +173,49 @@ def _grid_shift(site: InterpSite, target: str) -> float | None:
         except ValueError:
             return None
     return max(shifts, default=0.0)
+
+
+def _single_use(view: GraphView, site: InterpSite) -> bool:
+    """The resize output has one reader (the compiler's asymmetric x2 fast path requires it)."""
+    node = view.node(site.name)
+    return sum(len(view.users(t)) for t in node.outputs) <= 1
+
+
+def site_engines(site: InterpSite, modes: tuple[str, ...], targets: tuple[str, ...], *,
+                 single_use: bool = True) -> dict[str, dict[str, dict[str, str]]]:
+    """``{target: {mode: {"engine", "rule"}}}``: where the site lands per coordinate mode
+    (``rewriter.cost.lowering.resize_lowering``); {} when its shapes are not static."""
+    shp_in, shp_out = site.input_shape, site.output_shape
+    if shp_in is None or shp_out is None or any(d is None for d in (*shp_in, *shp_out)):
+        return {}
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for t in targets:
+        per: dict[str, dict[str, str]] = {}
+        for m in dict.fromkeys(modes):
+            low = resize_lowering(site.mode, m, list(shp_in), list(shp_out), t, single_use=single_use)
+            per[m] = {"engine": low.engine, "rule": low.rule}
+        out[t] = per
+    return out
+
+
+def _auto(cm: str, choices: tuple[str, ...], engines: dict[str, dict[str, dict[str, str]]],
+          targets: tuple[str, ...]) -> tuple[str, str]:
+    """Per site: half_pixel if it lands on the DPU (half the grid shift of asymmetric), else asymmetric if it
+    does, else keep. The first NPU target that lands some mode on the DPU decides."""
+    if not targets or not engines:  # no lowering rule applies: the pass's historical default
+        why = "no NPU target (kmb|mtl) requested" if not targets else "shapes not static"
+        if "asymmetric" not in choices:
+            return KEEP, f"already {cm}; {why}: no DPU placement to gain"
+        return "asymmetric", f"{cm} → asymmetric: {why}, DPU placement unknown (mode=auto falls back to asymmetric)"
+    if all(engines[t][cm]["engine"] == "dpu" for t in targets):
+        return KEEP, f"{cm} already lands on the DPU on {'/'.join(targets)}: {engines[targets[0]][cm]['rule']}"
+    for t in targets:  # the first target where the site is off the DPU and some mode lands on it decides
+        on_dpu = {m for m, e in engines[t].items() if e["engine"] == "dpu"}
+        if cm in on_dpu:
+            continue
+        for m in ("half_pixel", "asymmetric"):
+            if m in choices and m in on_dpu:
+                return m, f"{cm} → {m}: lands on the DPU on {t} ({engines[t][m]['rule']})"
+    why = engines[targets[0]].get("asymmetric", {}).get("rule", "")
+    return KEEP, (f"neither half_pixel nor asymmetric lands on the DPU on {'/'.join(targets)} "
+                  f"({why}): no speed to buy for the grid shift")

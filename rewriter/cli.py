@@ -112,6 +112,52 @@ def _sub_parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
+OPTIMIZE_EPILOG = """\
+examples:
+  rewrite optimize model.onnx --target mtl --budget rel_l2=0.05 --report opt.json --html opt.html
+  rewrite optimize model.xml --target cpu --measure --workers 2
+  rewrite optimize model.xml --target kmb --target mtl --ray auto
+
+The first --target is the objective (predicted latency minimised on it); the result is never predicted
+slower than the input on any --target. exit codes: 0 ok; 2 bad usage or input; 3 internal error
+"""
+
+
+def optimize_parser() -> argparse.ArgumentParser:
+    """The ``rewrite optimize`` parser (its handler: ``rewriter.optimizer.cli.run_optimize``)."""
+    p = argparse.ArgumentParser(
+        prog="rewrite optimize", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=OPTIMIZE_EPILOG,
+        description="Search the passes' per-site choices for the fastest model within a fidelity budget "
+                    "(vs the original, on held-out validation images; headline on the test split).")
+    p.add_argument("model", help="input model: .onnx or OpenVINO .xml (with its .bin)")
+    p.add_argument("--target", action="append", choices=("kmb", "mtl", "cpu"),
+                   help="latency target (repeatable); the first is the objective (default: mtl)")
+    p.add_argument("--budget", help="fidelity budget vs the original, e.g. rel_l2=0.05 or delta1=0.98,absrel=0.03 "
+                                    "(keys: delta1, absrel, rel_l2, psnr, cosine; worst_ prefix for the worst image)")
+    p.add_argument("--passes", help="passes searched (default: asym_interp,interp_deconv,dwpw,int8)")
+    p.add_argument("--calib", metavar="DIR", help="image folder (split into calibration/validation/test)")
+    p.add_argument("--images", metavar="DIR", help="image folder for validation and test")
+    p.add_argument("-o", "--output", help="output path (default: NAME.optimized.onnx / .xml beside the input)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report (and FILE.pareto.png)")
+    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
+    p.add_argument("--workers", type=int, default=0, help="evaluate candidates in N local processes")
+    p.add_argument("--ray", metavar="ADDRESS", help="evaluate candidates on a Ray cluster (e.g. auto)")
+    p.add_argument("--measure", action="store_true",
+                   help="measure CPU latency before/after (interleaved A/B); a measured slowdown returns the input")
+    p.add_argument("--seed", type=int, default=0, help="seed for the splits and random inputs (default 0)")
+    p.add_argument("--objective", choices=("latency", "fit-frame"), default="latency",
+                   help="latency: fastest within budget; fit-frame: least fidelity cost whose first-target latency "
+                        "plus --alongside fits the 16.67 ms frame")
+    p.add_argument("--input-shape", metavar="SHAPE",
+                   help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
+    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
+                   help="another model sharing the NPU frame: report ours + others vs 16.67 ms (repeatable)")
+    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
+    p.add_argument("-v", "--verbose", action="store_true", help="every candidate site in the table")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
@@ -119,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "optimize":
             from .optimizer.cli import run_optimize
 
-            return run_optimize(argv[1:])
+            return run_optimize(optimize_parser().parse_args(argv[1:]))
         if argv and argv[0] in ("verify", "diff", "cost"):
             args = _sub_parser(argv[0]).parse_args(argv[1:])
             if argv[0] == "cost":
@@ -278,11 +324,20 @@ def _render_explain(rep: dict) -> str:
         if not p["sites"]:
             lines.append("  (no candidate sites)")
         for s in p["sites"]:
-            details = ", ".join(f"{k}={v}" for k, v in s["details"].items())
+            engines = _render_engines(s["details"])
+            details = ", ".join(f"{k}={v}" for k, v in s["details"].items()
+                                if k not in ("engine_before", "engine_after"))
             choices = "|".join(s.get("choices", []))
             lines.append(f"  {s['node']:<40} {s['op']:<10} {s.get('choice', ''):<11} {s.get('reason', s['decision'])}"
-                         f"  (choices: {choices})" + (f"  [{details}]" if details else ""))
+                         f"  (choices: {choices})" + (f"  [{details}]" if details else "")
+                         + (f"\n  {'':<40} engine: {engines}" if engines else ""))
     return "\n".join(lines)
+
+
+def _render_engines(details: dict) -> str:
+    """``kmb shave→dpu, mtl shave→dpu``: where a resize site lands before and after, per target."""
+    before, after = details.get("engine_before") or {}, details.get("engine_after") or {}
+    return ", ".join(f"{t} {before[t]['engine']}→{after.get(t, before[t])['engine']}" for t in before)
 
 
 if __name__ == "__main__":

@@ -266,3 +266,75 @@ def test_midas_small_four_sites_then_all_five_replaced(name):
     for a, b in zip(run(asym_model, feeds), run(h, feeds)):
         for k in a:
             assert rel_err(a[k], b[k]) <= 1e-5
+
+
+# ---- mode=auto: the mode that lands on the DPU with the smaller grid shift (rewriter.cost.lowering) ----------
+@pytest.mark.parametrize("shape,scales,targets,want,engine_after", [
+    # 32 channels x2: half_pixel is one depthwise conv k4 s2 on the DPU (CBSC V1); asymmetric too, half the shift
+    ((1, 32, 16, 16), (2, 2), ("kmb", "mtl", "cpu"), "half_pixel", "dpu"),
+    # 16 channels x4: half_pixel even scale > 2 stays on SHAVE, asymmetric x4 is a k4x4 depthwise conv (CBSC V1)
+    ((1, 16, 8, 8), (4, 4), ("mtl",), "asymmetric", "dpu"),
+    # 8 channels: < alignment 16 and not < 8 (the small-channel path): every mode stays a SHAVE kernel
+    ((1, 8, 16, 16), (2, 2), ("kmb", "mtl"), "keep", "shave"),
+])
+def test_auto_mode_per_site(shape, scales, targets, want, engine_after):
+    h = ModelHandle.load(resize_model(shape, scales, "align_corners"))
+    res = PASSES["asym_interp"]().apply(h, PassContext(targets=targets))
+    [site] = res.sites
+    assert site.choice == want, site.reason
+    npu = [t for t in targets if t != "cpu"]
+    d = site.details
+    assert set(d["engine_before"]) == set(d["engine_after"]) == set(targets)
+    assert all(d["engine_before"][t]["engine"] == "shave" for t in npu)  # align_corners x2/x4: (out-1) % (in-1)
+    assert all(d["engine_after"][t]["engine"] == engine_after and d["engine_after"][t]["rule"] for t in npu)
+    if "cpu" in targets:
+        assert d["engine_after"]["cpu"]["engine"] == "cpu"
+    if want == "keep":
+        assert "neither half_pixel nor asymmetric lands on the DPU" in site.reason
+        assert coord_modes(h) == {"resize": "align_corners"} and res.sites_changed == 0
+    else:
+        assert coord_modes(h) == {"resize": want} and f"lands on the DPU on {npu[0]}" in site.reason
+
+
+def test_auto_first_target_decides_and_forced_mode_overrides():
+    # x3 half_pixel (odd scale <= 3: k3 s1) and asymmetric (k3) both land on the DPU: half_pixel wins
+    h = ModelHandle.load(resize_model((1, 16, 6, 6), (3, 3), "align_corners"))
+    assert PASSES["asym_interp"]().apply(h.clone(), PassContext(targets=("mtl", "kmb"))).sites[0].choice == \
+        "half_pixel"
+    # --opt asym_interp.mode=asymmetric forces the swap even where no mode reaches the DPU (8 channels)
+    h8 = ModelHandle.load(resize_model((1, 8, 16, 16), (2, 2), "align_corners"))
+    res = PASSES["asym_interp"](mode="asymmetric").apply(h8, PassContext(targets=("kmb",)))
+    assert res.sites_changed == 1 and coord_modes(h8) == {"resize": "asymmetric"}
+    assert "forced" in res.sites[0].reason and res.sites[0].details["engine_after"]["kmb"]["engine"] == "shave"
+
+
+def test_auto_without_npu_target_falls_back_to_asymmetric():
+    h = ModelHandle.load(resize_model((1, 32, 16, 16), (2, 2), "align_corners"))
+    res = PASSES["asym_interp"]().apply(h, PassContext(targets=("cpu",)))
+    assert res.sites[0].choice == "asymmetric" and "no NPU target" in res.sites[0].reason
+
+
+def test_explain_shows_engine_before_and_after(tmp_path, capsys):
+    from rewriter.cli import main
+
+    m = tmp_path / "r32.onnx"
+    onnx.save(resize_model((1, 32, 16, 16), (2, 2), "align_corners"), str(m))
+    assert main(["--explain", "--passes", "asym_interp", "--target", "kmb", "--target", "mtl", str(m)]) == 0
+    out = capsys.readouterr().out
+    assert "engine: kmb shave→dpu, mtl shave→dpu" in out and "half_pixel" in out
+    assert main(["--explain", "--json", "--passes", "asym_interp", str(m)]) == 0
+    import json
+    d = json.loads(capsys.readouterr().out)["passes"][0]["sites"][0]["details"]
+    assert d["engine_after"]["mtl"]["engine"] == "dpu" and "depthwise conv" in d["engine_after"]["mtl"]["rule"]
+
+
+def test_auto_changes_a_site_that_is_on_the_dpu_on_one_target_only():
+    # 64 channels 64x64 → 128x128: align_corners exceeds KMB's CMX, so KMB maps it to per-line GroupConvs (DPU);
+    # MTL runs it on SHAVE, where half_pixel becomes one depthwise conv: the swap pays on MTL, costs nothing on KMB
+    h = ModelHandle.load(resize_model((1, 64, 64, 64), (2, 2), "align_corners"))
+    [site] = PASSES["asym_interp"]().apply(h, PassContext(targets=("kmb", "mtl"))).sites
+    d = site.details
+    assert d["engine_before"]["kmb"]["engine"] == "dpu" and "per-line" in d["engine_before"]["kmb"]["rule"]
+    assert d["engine_before"]["mtl"]["engine"] == "shave"
+    assert site.choice == "half_pixel" and "on mtl" in site.reason
+    assert d["engine_after"]["kmb"]["engine"] == d["engine_after"]["mtl"]["engine"] == "dpu"

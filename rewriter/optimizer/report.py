@@ -64,6 +64,8 @@ class OptimizeReport:
     output: str | None = None
     notes: list[str] = field(default_factory=list)
     exit_code: int = 0
+    objective_kind: str = "latency"  # latency | fit-frame
+    frame: dict[str, Any] | None = None  # fit-frame / alongside: frame_ms, others_ms, total_ms, fits, headroom_ms
 
     def to_json(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -106,6 +108,11 @@ def render_text(r: OptimizeReport, verbose: bool = False) -> str:
     for t, lat in r.latency.items():
         lines.append(f"  {TARGET_NAMES.get(t, t):<14} {lat.get('before_ms', 0):>10.3f} → "
                      f"{lat.get('after_ms', 0):>10.3f} ms predicted  ({lat.get('speedup') or 1:.2f}x)")
+    if r.frame and "fits" in r.frame:
+        f = r.frame
+        lines.append(f"  frame ({f['target']}): {f['latency_ms']:.3f} + {f['others_ms']:.3f} ms others = "
+                     f"{f['total_ms']:.3f} of {f['frame_ms']} ms: {'fits' if f['fits'] else 'does NOT fit'}"
+                     + (f" [{f['selected']}]" if f.get("selected") else ""))
     budget = ",".join(f"{k}={v:g}" for k, v in r.budget.items())
     for split in ("validation", "test"):
         f = r.fidelity.get(split)
