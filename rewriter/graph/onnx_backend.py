@@ -220,7 +220,8 @@ def skeleton(model: onnx.ModelProto, inits: dict, input_shape: dict | None) -> o
     inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big]
     sk = helper.make_graph(list(g.node), g.name or "g", inputs, list(g.output),
                            initializer=[t for t in g.initializer if t.name not in big_names])
-    return helper.make_model(sk, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return helper.make_model(sk, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                             functions=list(model.functions))
 
 
 def _shapes(model: onnx.ModelProto, inits: dict, input_shape: dict | None, dtypes: dict) -> dict:
