@@ -48,7 +48,7 @@ def node_ids(model: onnx.ModelProto) -> list[str]:
 
 def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of ``handle.onnx``."""
-    m = handle.onnx
+    m = handle.proto
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     producers: dict[str, onnx.NodeProto] = {o: n for n in g.node for o in n.output}
