@@ -276,10 +276,7 @@ class ModelHandle:
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
                 raise InvalidGraph(f"{self.name}: invalid ONNX graph: {_first_line(e)}") from e
             if compile_cpu:
-                try:
-                    ov_core().compile_model(ov_core().read_model(sk.SerializeToString()), "CPU")
-                except RuntimeError as e:
-                    raise InvalidGraph(f"{self.name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+                _compile_check(sk, self.name)
         else:
             try:
                 self.ov.validate_nodes_and_infer_types()
@@ -317,7 +314,7 @@ class ModelHandle:
                     onnx.save(_copy_proto(self.proto), str(t), save_as_external_data=True,
                               all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
                 else:
-                    onnx.save(self.proto, str(t))
+                    write_onnx(self.proto, t)
                 moved = [(t, path)]
                 if (tmp / (path.name + ".data")).exists():
                     moved.insert(0, (tmp / (path.name + ".data"), path.with_name(path.name + ".data")))
@@ -434,6 +431,70 @@ def _load_onnx(path: Path) -> tuple[onnx.ModelProto, bool]:
     except (onnx.checker.ValidationError, ValueError) as e:
         raise RewriteError(f"{path}: invalid ONNX model: {_first_line(e)}") from e
     return model, external
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload_size: int) -> bytes:
+    """Key and length of a length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(payload_size)
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    for fd, val in src.ListFields():
+        if fd.name == skip:
+            continue
+        if hasattr(val, "extend"):  # repeated field (FieldDescriptor.label is gone from newer protobuf)
+            getattr(dst, fd.name).extend(val)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(val)
+        else:
+            setattr(dst, fd.name, val)
+
+
+def write_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` as one ``.onnx`` file, serializing one initializer at a time.
+
+    ``onnx.save`` builds the whole serialized model in memory (one more copy of the weights); protobuf parses
+    a message's fields in any order, so the graph's initializers can be written last, each on its own.
+    """
+    head, graph = onnx.ModelProto(), onnx.GraphProto()
+    _copy_fields(model, head, "graph")
+    _copy_fields(model.graph, graph, "initializer")
+    inits = model.graph.initializer
+    n_graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+    n_init = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+    sizes = [t.ByteSize() for t in inits]
+    graph_bytes = graph.SerializeToString()
+    total = len(graph_bytes) + sum(len(_field(n_init, s)) + s for s in sizes)
+    with open(path, "wb") as f:
+        f.write(head.SerializeToString())
+        f.write(_field(n_graph, total))
+        f.write(graph_bytes)
+        for t, size in zip(inits, sizes):
+            f.write(_field(n_init, size))
+            f.write(t.SerializeToString())
+
+
+def _compile_check(sk: onnx.ModelProto, name: str) -> None:
+    """OpenVINO reads the skeleton (frontend conversion, type inference) and its CPU plugin must support every
+    op (``query_model`` runs the plugin's transformations without allocating weights or activations)."""
+    try:
+        m = ov_core().read_model(sk.SerializeToString())
+        supported = ov_core().query_model(m, "CPU")
+    except RuntimeError as e:
+        raise InvalidGraph(f"{name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+    missing = [op.get_friendly_name() for op in m.get_ops() if op.get_friendly_name() not in supported]
+    if missing:
+        raise InvalidGraph(f"{name}: OpenVINO cannot compile it: the CPU plugin does not support "
+                           f"{', '.join(missing[:5])}")
 
 
 def approx_size(model: onnx.ModelProto) -> int:
