@@ -335,22 +335,31 @@ def _onnx_layer(n: Node, act_ins, in_shapes, out_shape, shapes, const, prec, tag
             k = in_shapes[0][2:]
         return _make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    if op in _ONNX_QUANT:
+    mode = attrs.get("mode", "constant")
+    family = ("quant" if op in _ONNX_QUANT else "eltwise" if op in _ONNX_ELTWISE else "activation"
+              if op in _ONNX_ACT else "reshape" if op in _ONNX_VIEW else op.lower())
+    return _plain_layer(name, op, family, in_shapes, out_shape, common, const_operand=len(act_ins) == 1,
+                        mode=mode.decode() if isinstance(mode, bytes) else str(mode))
+
+
+def _plain_layer(name: str, op: str, family: str, in_shapes, out_shape, common: dict, *, const_operand: bool,
+                 mode: str) -> LayerInfo:
+    """Layers both adapters build alike once they have named the op's family (quant, eltwise, activation,
+    concat, pad, reshape; anything else is ``other``). ``const_operand``: an eltwise with one activation input."""
+    if family == "quant":
         return _make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
-    if op in _ONNX_ELTWISE:
-        if len(act_ins) == 1:  # per-tensor/per-channel constant operand: an elementwise activation
+    if family == "eltwise":
+        if const_operand:  # per-tensor/per-channel constant operand (bias, scale, clamp bound): an activation
             return _make_layer(name, op, "activation", in_shapes, out_shape,
                                attrs={"function": op, "const_operand": True}, **common)
         return _make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
-    if op in _ONNX_ACT:
+    if family == "activation":
         return _make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
-    if op == "Concat":
+    if family == "concat":
         return _make_layer(name, op, "concat", in_shapes, out_shape, **common)
-    if op == "Pad":
-        mode = attrs.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if family == "pad":
         return _make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
-    if op in _ONNX_VIEW:
+    if family == "reshape":
         return _make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
     return _make_layer(name, op, "other", in_shapes, out_shape, **common)
 
@@ -450,23 +459,11 @@ def _ir_layer(op, t: str, name: str, in_shapes, out_shape, prec: str, tag: str |
             k = in_shapes[0][2:]
         return _make_layer(name, t, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    if t == "FakeQuantize":
-        return _make_layer(name, t, "quant", in_shapes[:1], out_shape, **common)
-    if t in _IR_ELTWISE:
-        if len(in_shapes) == 1 and op.get_input_size() > 1:  # constant operand: bias / scale / clamp bound
-            return _make_layer(name, t, "activation", in_shapes, out_shape,
-                               attrs={"function": t, "const_operand": True}, **common)
-        return _make_layer(name, t, "eltwise", in_shapes, out_shape, **common)
-    if t in _IR_ACT:
-        return _make_layer(name, t, "activation", in_shapes[:1], out_shape, attrs={"function": t}, **common)
-    if t == "Concat":
-        return _make_layer(name, t, "concat", in_shapes, out_shape, **common)
-    if t == "Pad":
-        mode = str(attrs.get("pad_mode", "constant"))
-        return _make_layer(name, t, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
-    if t in _IR_VIEW:
-        return _make_layer(name, t, "reshape", in_shapes[:1], out_shape, **common)
-    return _make_layer(name, t, "other", in_shapes, out_shape, **common)
+    family = ("quant" if t == "FakeQuantize" else "eltwise" if t in _IR_ELTWISE else "activation"
+              if t in _IR_ACT else "reshape" if t in _IR_VIEW else t.lower())
+    return _plain_layer(name, t, family, in_shapes, out_shape, common,
+                        const_operand=len(in_shapes) == 1 and op.get_input_size() > 1,
+                        mode=str(attrs.get("pad_mode", "constant")))
 
 
 def synthetic_conv(*, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1, stride: int = 1,
