@@ -62,7 +62,10 @@ class ModelHandle:
     # ---- copy-on-write ---------------------------------------------------------------------------------
     @property
     def onnx(self) -> onnx.ModelProto | None:
-        """The ONNX model, this handle's own (a lazy clone copies its source's proto on first access here)."""
+        """The ONNX model, this handle's own, for editing (a lazy clone copies its source's proto on first access
+        here; lazy clones of this handle take their copy first). Read through ``proto`` to avoid copies."""
+        if self._dependents:  # the caller may edit it in place: clones must not see that
+            self.own_dependents()
         if self._cow is not None:
             src, self._cow = self._cow, None
             self._onnx = _copy_proto(src.proto)

@@ -179,3 +179,18 @@ def test_write_onnx_streams_the_same_model(tmp_path):
     assert back == m
     assert back.graph.node[0].metadata_props[0].value == "p"
     np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), numpy_helper.to_array(w))
+
+
+def test_clone_is_copy_on_write(tiny_onnx):
+    """An ONNX clone shares its source's proto until one of them is edited; edits never leak across."""
+    h = ModelHandle.load(tiny_onnx)
+    c = h.clone()
+    assert c.shared and c.proto is h.proto  # no copy yet
+    h.onnx.graph.node[0].name = "edited-in-source"  # editing access: the clone takes its copy first
+    assert not c.shared
+    assert c.onnx.graph.node[0].name != "edited-in-source"
+    d = h.clone()
+    d.onnx.graph.node[0].name = "edited-in-clone"
+    assert h.proto.graph.node[0].name == "edited-in-source"
+    h.tag([h.proto.graph.node[0].name], "p")
+    assert d.tags() == {}
