@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MiB, exit code) of one command in a fresh process."""
+def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int, float]:
+    """(wall seconds, peak RSS in MiB, exit code, CPU seconds) of one command in a fresh process (CPU time
+    is the figure to trust on a loaded machine: wall time there includes waiting for a core)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -31,7 +32,7 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.stderr.write(proc.stderr.read().decode(errors="replace")[-2000:])
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def baseline_tree(rev: str, into: Path) -> Path:
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             trees.insert(0, (f"baseline {args.baseline}", baseline_tree(args.baseline, Path(tmp) / "base")))
         print(f"model {model.name} ({size_mib:.0f} MiB); rewrite --passes {args.passes} --no-verify "
               + " ".join(f"--opt {o}" for o in opts))
-        print(f"{'tree':<22} {'seconds':>8} {'peak RSS MiB':>13} {'x model':>8}")
+        print(f"{'tree':<22} {'seconds':>8} {'CPU s':>7} {'peak RSS MiB':>13} {'x model':>8}   (load avg "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         for label, tree in trees:
             env = dict(os.environ)
             if tree != ROOT:  # this tree is the installed (editable) package
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-c", "import sys; from rewriter.cli import main; sys.exit(main())",
                    "--passes", args.passes, "--no-verify", *[x for o in opts for x in ("--opt", o)],
                    str(model), "-o", str(out), "-q"]
-            wall, rss, code = measure(cmd, Path(tmp), env)
+            wall, rss, code, cpu = measure(cmd, Path(tmp), env)
             status = "" if code == 0 else f"  (exit {code})"
-            print(f"{label:<22} {wall:8.1f} {rss:13.0f} {rss / size_mib:8.1f}{status}")
+            print(f"{label:<22} {wall:8.1f} {cpu:7.1f} {rss:13.0f} {rss / size_mib:8.1f}{status}")
     return 0
 
 

@@ -12,8 +12,8 @@ asymmetric moved the output about twice as much as half_pixel, so the target mod
 Each site can take ``half_pixel`` or ``asymmetric`` (whichever it is not already in). With ``mode=auto`` (the
 default) each site in ``from_modes`` takes the mode that lands on the NPU's DPU (``rewriter.cost.lowering``, on
 the requested NPU targets; the first decides when they disagree) with the smaller error: half_pixel when both
-do, asymmetric when only it does; the site is kept when neither does (no speed to buy for the error); with no
-NPU target or no static shapes it falls back to asymmetric. ``mode=asymmetric|half_pixel`` forces one.
+do, asymmetric when only it does; when neither does, with no NPU target or no static shapes, it falls back to
+asymmetric (the CLI's long-standing default; ``optimize`` decides such sites by their cost and error). ``mode=asymmetric|half_pixel`` forces one.
 ``compensate=true`` refits the convs consuming each changed site on calibration activations (``rewriter.compensate``).
 """
 
@@ -50,7 +50,7 @@ class AsymInterp(Pass):
     exact = False
     options = {
         "mode": Option(AUTO, str, "target coordinate mode; auto = per site, the mode that lands on the DPU "
-                       "with the smaller error (half_pixel, else asymmetric, else keep)",
+                       "with the smaller error (half_pixel, else asymmetric)",
                        choices=(AUTO, *TARGET_MODES)),
         "from_modes": Option(["align_corners"], list, "coordinate modes to change, '|'-separated; half_pixel "
                              "also covers pytorch_half_pixel (the MiDaS head is half_pixel and left alone "
@@ -217,5 +217,8 @@ def _auto(cm: str, choices: tuple[str, ...], engines: dict[str, dict[str, dict[s
             if m in choices and m in on_dpu:
                 return m, f"{cm} → {m}: lands on the DPU on {t} ({engines[t][m]['rule']})"
     why = engines[targets[0]].get("asymmetric", {}).get("rule", "")
-    return KEEP, (f"neither half_pixel nor asymmetric lands on the DPU on {'/'.join(targets)} "
-                  f"({why}): no speed to buy for the grid shift")
+    if "asymmetric" not in choices:
+        return KEEP, f"already {cm}; neither mode lands on the DPU on {'/'.join(targets)} ({why})"
+    # the CLI contract's default: asymmetric, as with no NPU target (not slower; `optimize` weighs it per site)
+    return "asymmetric", (f"{cm} → asymmetric: neither mode lands on the DPU on {'/'.join(targets)} ({why}); "
+                          "mode=auto falls back to asymmetric")

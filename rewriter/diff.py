@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import inspect
 import os
 import sys
 import tempfile
@@ -31,7 +29,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ._callable import make_module_callable
 from .errors import RewriteError
 from .jsonable import jsonable
 from .model import ModelHandle
@@ -347,46 +344,16 @@ def _fold_onnx_constants(model: onnx.ModelProto, const_nodes: list[onnx.NodeProt
                 consts[out] = Const("", None, f"{h.hexdigest()[:16]}:{j}", None, out)
 
 
-def _skeleton(model: onnx.ModelProto, keep: int = 4096) -> onnx.ModelProto:
-    """The graph without its large initializers (turned into typed graph inputs), for shape inference."""
-    g = onnx.GraphProto(name=model.graph.name)
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    declared = {i.name for i in model.graph.input}
-    for init in model.graph.initializer:
-        if int(np.prod(init.dims)) <= keep:  # shape chains read small constants (Reshape targets, pads)
-            g.initializer.append(init)
-        elif init.name not in declared:
-            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    m = onnx.helper.make_model(g, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    return m
-
-
 def _onnx_shapes(handle: ModelHandle, label: str, notes: list[str]) -> dict[str, list[int]]:
-    """Static tensor shapes (for MACs): ONNX shape inference, completed by OpenVINO's (which also sees
-    through shape-computation chains such as exported TF-same Pad sizes)."""
-    model = _skeleton(handle.onnx)  # shapes only: large weights become typed inputs, no data copied
+    """Static tensor shapes (for MACs), from the graph view's one shape-inference path."""
+    from .graph import view
+
+    v = view(handle)
     shapes: dict[str, list[int]] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # shapes are only needed for MAC counts
-        inferred = model
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        s = _shape_of(vi)
-        if s is not None:
-            shapes[vi.name] = s
-    outs = [o for n in model.graph.node for o in n.output if o]
-    if all(o in shapes for o in outs):
-        return shapes
-    try:
-        for op in ModelHandle(model).ov_model().get_ops():
-            for o in op.outputs():
-                ps = o.get_partial_shape()
-                if ps.is_static:
-                    for nm in o.get_names():
-                        shapes.setdefault(nm, [d.get_length() for d in ps])
-    except Exception:  # OpenVINO cannot read it: MACs of nodes with unknown shapes are left out
+    for t in [*v.inputs, *(x for n in v.nodes for x in (*n.inputs, *n.outputs))]:
+        if t and t not in shapes and (s := v.static_shape(t)) is not None:
+            shapes[t] = [int(d) for d in s]
+    if any(o and o not in shapes for n in v.nodes for o in n.outputs):
         notes.append(f"{label}: some tensor shapes are unknown; their MACs are left out")
     return shapes
 
@@ -951,20 +918,13 @@ def _macs(ga: Graph, gb: Graph) -> dict[str, Any]:
 
 def _fidelity(ha: ModelHandle, hb: ModelHandle, images: str | None, pictures: str | os.PathLike | None,
               notes: list[str]) -> dict[str, Any]:
-    try:  # importlib: the package attribute `rewriter.verify` is a function until the module is imported
-        verify_mod = importlib.import_module("rewriter.verify")
-    except ImportError:
-        notes.append("fidelity: the verification module (rewriter.verify) is not available; skipped")
-        return {}
-    fn = getattr(verify_mod, "verify_models", None) or getattr(verify_mod, "compare", None)
-    if fn is None:
-        notes.append("fidelity: rewriter.verify has no verify_models/compare; skipped")
-        return {}
+    from .verify import verify_models
+
     kwargs: dict[str, Any] = {"images": images}
-    if pictures is not None and "pictures" in inspect.signature(fn).parameters:
+    if pictures is not None:
         kwargs["pictures"] = str(pictures)
     try:
-        res = fn(ha, hb, **kwargs)
+        res = verify_models(ha, hb, **kwargs)
     except RewriteError:
         raise
     except Exception as e:  # the structural diff stays useful even when the models cannot be run
@@ -974,18 +934,15 @@ def _fidelity(ha: ModelHandle, hb: ModelHandle, images: str | None, pictures: st
 
 
 def _latency(ha: ModelHandle, hb: ModelHandle, targets: tuple[str, ...], notes: list[str]) -> dict[str, Any]:
-    try:
-        compare = importlib.import_module("rewriter.cost").compare
-    except (ImportError, AttributeError):
-        notes.append("latency: the cost model (rewriter.cost) is not available; skipped")
-        return {}
+    from .cost import compare
+
     out = {}
     for t in targets:
         try:
             out[t] = _jsonable(compare(ha, hb, t))
         except RewriteError:
             raise
-        except Exception as e:  # one target failing must not hide the others
+        except (RuntimeError, ValueError) as e:  # one target failing must not hide the others (bugs still raise)
             notes.append(f"latency[{t}]: prediction failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     return out
 
@@ -1053,6 +1010,3 @@ def _with_subgraph(rep: dict, before: str, after: str, folder: str) -> dict:
     except (RewriteError, OSError, ImportError, ValueError) as e:  # the picture is optional; the tables stay
         return {**rep, "notes": [*rep.get("notes", []), f"changed subgraph not drawn: {e}"]}
     return {**rep, "diff_picture": str(png), "diff_picture_tool": tool}
-
-
-make_module_callable(__name__, diff)

@@ -21,27 +21,12 @@ from . import engine
 from .errors import GateFailed, InvalidGraph, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
-from .passbase import Pass, PassContext, build_passes, check_order
+from .passbase import Pass, PassContext
 
 ON_FAIL = ("rollback", "stop", "keep")
 TARGETS = ("kmb", "mtl", "cpu")
 SLOWER_EPS = 1e-6  # predicted latencies are deterministic: any increase beyond rounding is "slower"
 MEASURE_NOISE = 0.02  # a measured CPU after/before ratio within 2% of 1 is noise on a shared machine
-
-
-def _resolve_passes(passes: str | list, opts: dict | None) -> list[Pass]:
-    if isinstance(passes, str):
-        passes = [p.strip() for p in passes.split(",") if p.strip()]
-    if not passes:
-        raise RewriteError("no passes given (e.g. --passes asym_interp,dwpw); see --list-passes")
-    if all(isinstance(p, Pass) for p in passes):
-        if opts:
-            raise RewriteError("options go to the pass constructors when passing Pass instances")
-        check_order(list(passes))
-        return list(passes)
-    if any(isinstance(p, Pass) for p in passes):
-        raise RewriteError("give pass names or Pass instances, not a mix")
-    return build_passes(list(passes), opts)
 
 
 def explain(model: Any, passes: str | list, *, opts: dict | None = None, calib: str | None = None,

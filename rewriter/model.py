@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,18 +44,56 @@ class ModelHandle:
     """One model in either format. ``format`` is ``"onnx"`` or ``"ir"``."""
 
     def __init__(self, model: Any, source: Path | None = None, external_data: bool = False):
+        self._cow: ModelHandle | None = None  # copy-on-write: the handle whose proto this clone still shares
+        self._dependents: list[weakref.ref] = []  # lazy clones sharing this handle's proto
         if isinstance(model, onnx.ModelProto):
             self.format = "onnx"
-            self.onnx: onnx.ModelProto | None = model
+            self._onnx: onnx.ModelProto | None = model
             self.ov = None
         else:
             self.format = "ir"
-            self.onnx = None
+            self._onnx = None
             self.ov = model
         self.source = source
         self.external_data = external_data
         self.version = 0  # bumped by every edit: the cached graph view (rewriter.graph.view) is per version
         self._view: tuple | None = None
+
+    # ---- copy-on-write ---------------------------------------------------------------------------------
+    @property
+    def onnx(self) -> onnx.ModelProto | None:
+        """The ONNX model, this handle's own, for editing (a lazy clone copies its source's proto on first access
+        here; lazy clones of this handle take their copy first). Read through ``proto`` to avoid copies."""
+        if self._dependents:  # the caller may edit it in place: clones must not see that
+            self.own_dependents()
+        if self._cow is not None:
+            src, self._cow = self._cow, None
+            self._onnx = _copy_proto(src.proto)
+        return self._onnx
+
+    @onnx.setter
+    def onnx(self, model: onnx.ModelProto | None) -> None:
+        self.own_dependents()
+        self._cow = None
+        self._onnx = model
+
+    @property
+    def proto(self) -> onnx.ModelProto | None:
+        """The ONNX model for reading only: a lazy clone reads its source's proto without copying it."""
+        return self._cow.proto if self._cow is not None else self._onnx
+
+    @property
+    def shared(self) -> bool:
+        """True while this handle is a lazy clone that has not copied its source's proto yet."""
+        return self._cow is not None
+
+    def own_dependents(self) -> None:
+        """Give every lazy clone of this handle its own copy (call before editing this handle's proto)."""
+        deps, self._dependents = self._dependents, []
+        for ref in deps:
+            d = ref()
+            if d is not None and d._cow is self:
+                d.onnx  # noqa: B018 (the property access copies the proto)
 
     def touch(self) -> None:
         """Mark the model as edited (drops the cached graph view)."""
@@ -94,8 +133,14 @@ class ModelHandle:
 
     # ---- basics --------------------------------------------------------------------------------------
     def clone(self) -> ModelHandle:
+        """An independent handle. ONNX clones are copy-on-write: the proto (weights included) is copied when
+        the clone's ``onnx`` is first accessed or this handle is edited (``own_dependents``), not before."""
         if self.format == "onnx":
-            return ModelHandle(_copy_proto(self.onnx), self.source, self.external_data)
+            src = self._cow or self
+            c = ModelHandle(onnx.ModelProto(), self.source, self.external_data)
+            c._onnx, c._cow = None, src
+            src._dependents.append(weakref.ref(c))
+            return c
         return ModelHandle(self.ov.clone(), self.source)
 
     @property
@@ -107,7 +152,7 @@ class ModelHandle:
     def set_onnx(self, model: onnx.ModelProto) -> None:
         """Replace the ONNX model (e.g. after ``gs.export_onnx``), keeping node tags made so far."""
         tags, sites = self.tags(), self.site_tags()
-        self.onnx = model
+        self.onnx = model  # the setter gives lazy clones their copy of the old proto first
         self.touch()
         for node in model.graph.node:
             if node.name in tags and not _onnx_tag(node):
@@ -117,13 +162,13 @@ class ModelHandle:
         """An ``openvino.Model`` of this model (converted from ONNX when needed; do not edit it)."""
         if self.format == "ir":
             return self.ov
-        return ov_core().read_model(_serialize_for_ov(self.onnx))
+        return ov_core().read_model(_serialize_for_ov(self.proto))
 
     def to_ir(self) -> ModelHandle:
         """ONNX → OpenVINO IR (an independent handle)."""
         if self.format == "ir":
             return self.clone()
-        m = _convert_onnx(self.onnx)
+        m = _convert_onnx(self.proto)
         h = ModelHandle(m, self.source)
         for node, pass_name in self.tags().items():
             for op in m.get_ops():
@@ -136,6 +181,7 @@ class ModelHandle:
         """Mark nodes as made by ``pass_name`` for ``site`` (ONNX node metadata / IR model rt_info)."""
         names = set(node_names)
         if self.format == "onnx":
+            self.own_dependents()
             for node in self.onnx.graph.node:
                 if node.name in names:
                     _set_onnx_tag(node, pass_name, site)
@@ -151,13 +197,13 @@ class ModelHandle:
     def tags(self) -> dict[str, str]:
         """{node name: pass name} for every tagged node."""
         if self.format == "onnx":
-            return {n.name: t for n in self.onnx.graph.node if (t := _onnx_tag(n))}
+            return {n.name: t for n in self.proto.graph.node if (t := _onnx_tag(n))}
         return self._ir_section(IR_TAGS)
 
     def site_tags(self) -> dict[str, str]:
         """{node name: site id} for every node tagged with the site it was made for."""
         if self.format == "onnx":
-            return {n.name: t for n in self.onnx.graph.node if (t := _onnx_tag(n, SITE_KEY))}
+            return {n.name: t for n in self.proto.graph.node if (t := _onnx_tag(n, SITE_KEY))}
         return self._ir_section(IR_SITES)
 
     def _ir_section(self, key: str) -> dict[str, str]:
@@ -176,9 +222,9 @@ class ModelHandle:
     def inputs(self) -> list[tuple[str, list[int | None], np.dtype]]:
         """[(name, shape with None for dynamic dims, numpy dtype)] of the graph inputs."""
         if self.format == "onnx":
-            inits = {i.name for i in self.onnx.graph.initializer}
+            inits = {i.name for i in self.proto.graph.initializer}
             out = []
-            for vi in self.onnx.graph.input:
+            for vi in self.proto.graph.input:
                 if vi.name in inits:
                     continue
                 tt = vi.type.tensor_type
@@ -196,14 +242,14 @@ class ModelHandle:
 
     def outputs(self) -> list[str]:
         if self.format == "onnx":
-            return [o.name for o in self.onnx.graph.output]
+            return [o.name for o in self.proto.graph.output]
         return [o.get_any_name() for o in self.ov.outputs]
 
     def op_types(self) -> dict[str, int]:
         """Operation census {op type: count}, constants and parameters excluded."""
         counts: dict[str, int] = {}
         if self.format == "onnx":
-            for n in self.onnx.graph.node:
+            for n in self.proto.graph.node:
                 if n.op_type != "Constant":  # weights, as IR Constants are
                     counts[n.op_type] = counts.get(n.op_type, 0) + 1
         else:
@@ -215,30 +261,31 @@ class ModelHandle:
 
     # ---- validation ----------------------------------------------------------------------------------
     def validate(self, compile_cpu: bool = True) -> None:
-        """Check the graph is well formed (onnx.checker + shape inference / ov type inference + CPU compile)."""
+        """Check the graph is well formed: onnx.checker + strict shape inference / ov type inference, and an
+        OpenVINO CPU compile.
+
+        ONNX models are checked on their weight-free skeleton (large initializers declared as inputs): the
+        checker and shape inference need no weight values, and the compile checks op support and shapes, so a
+        400 MB model costs a few MB to check. Large initializers get a cheap data-size check instead.
+        """
         if self.format == "onnx":
+            from .graph.onnx_backend import skeleton
+
+            sk = skeleton(self.proto, None, None)
             try:
-                if self.onnx.ByteSize() < 1_800_000_000:
-                    onnx.checker.check_model(self.onnx)
-                    onnx.shape_inference.infer_shapes(self.onnx, check_type=True, strict_mode=True)
-                else:
-                    with tempfile.TemporaryDirectory() as d:
-                        p = Path(d) / "m.onnx"
-                        onnx.save(self.onnx, str(p), save_as_external_data=True)
-                        onnx.checker.check_model(str(p))
-            except Exception as e:  # onnx raises several types; all mean "invalid graph"
+                _check_weight_sizes(self.proto)
+                onnx.checker.check_model(sk)
+                onnx.shape_inference.infer_shapes(sk, check_type=True, strict_mode=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
                 raise InvalidGraph(f"{self.name}: invalid ONNX graph: {_first_line(e)}") from e
             if compile_cpu:
-                try:
-                    ov_core().compile_model(self.ov_model(), "CPU")
-                except Exception as e:
-                    raise InvalidGraph(f"{self.name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+                _compile_check(sk, self.name)
         else:
             try:
                 self.ov.validate_nodes_and_infer_types()
                 if compile_cpu:
                     ov_core().compile_model(self.ov, "CPU")
-            except Exception as e:
+            except RuntimeError as e:
                 raise InvalidGraph(f"{self.name}: invalid OpenVINO model: {_first_line(e)}") from e
 
     # ---- saving --------------------------------------------------------------------------------------
@@ -265,12 +312,12 @@ class ModelHandle:
         with _atomic_dir(path.parent) as tmp:
             if fmt == "onnx":
                 t = tmp / path.name
-                big = self.onnx.ByteSize() > 1_800_000_000
+                big = approx_size(self.proto) > 1_800_000_000
                 if self.external_data or big:  # onnx.save converts the proto in place: save a copy
-                    onnx.save(_copy_proto(self.onnx), str(t), save_as_external_data=True, all_tensors_to_one_file=True,
-                              location=path.name + ".data", size_threshold=1024)
+                    onnx.save(_copy_proto(self.proto), str(t), save_as_external_data=True,
+                              all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=1024)
                 else:
-                    onnx.save(self.onnx, str(t))
+                    write_onnx(self.proto, t)
                 moved = [(t, path)]
                 if (tmp / (path.name + ".data")).exists():
                     moved.insert(0, (tmp / (path.name + ".data"), path.with_name(path.name + ".data")))
@@ -278,7 +325,7 @@ class ModelHandle:
                 import openvino as ov
 
                 t = tmp / path.name
-                model = _convert_onnx(self.onnx) if self.format == "onnx" else self.ov
+                model = _convert_onnx(self.proto) if self.format == "onnx" else self.ov
                 if self.format == "onnx":
                     for node, pass_name in self.tags().items():
                         model.set_rt_info(pass_name, [IR_TAGS, node])
@@ -319,6 +366,23 @@ def _atomic_dir(parent: Path) -> Iterator[Path]:
 
 
 # ---- ONNX helpers ----------------------------------------------------------------------------------------
+def _check_weight_sizes(model: onnx.ModelProto) -> None:
+    """Raise ValueError when an initializer's raw data does not match its dims and type (the checker's test
+    for the weights a skeleton leaves out)."""
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL or not t.raw_data or t.data_type == onnx.TensorProto.STRING:
+            continue
+        n = int(np.prod(t.dims)) if t.dims else 1
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+            need = (n + 1) // 2
+        else:
+            need = n * itemsize
+        if len(t.raw_data) != need:
+            raise ValueError(f"initializer '{t.name}' has {len(t.raw_data)} bytes of data, its dims and type "
+                             f"need {need}")
+
+
 def _copy_proto(m: onnx.ModelProto) -> onnx.ModelProto:
     c = onnx.ModelProto()
     c.CopyFrom(m)
@@ -362,15 +426,93 @@ def _load_onnx(path: Path) -> tuple[onnx.ModelProto, bool]:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as e:
             raise RewriteError(f"{path}: cannot read its external data: {_first_line(e)}") from e
-    try:
-        onnx.checker.check_model(model) if model.ByteSize() < 1_800_000_000 else None
-    except Exception as e:
+    from .graph.onnx_backend import skeleton
+
+    try:  # on the weight-free skeleton: the checker needs no weight values (their sizes are checked apart)
+        _check_weight_sizes(model)
+        onnx.checker.check_model(skeleton(model, None, None))
+    except (onnx.checker.ValidationError, ValueError) as e:
         raise RewriteError(f"{path}: invalid ONNX model: {_first_line(e)}") from e
     return model, external
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload_size: int) -> bytes:
+    """Key and length of a length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(payload_size)
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    for fd, val in src.ListFields():
+        if fd.name == skip:
+            continue
+        if hasattr(val, "extend"):  # repeated field (FieldDescriptor.label is gone from newer protobuf)
+            getattr(dst, fd.name).extend(val)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(val)
+        else:
+            setattr(dst, fd.name, val)
+
+
+def write_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` as one ``.onnx`` file, serializing one initializer at a time.
+
+    ``onnx.save`` builds the whole serialized model in memory (one more copy of the weights); protobuf parses
+    a message's fields in any order, so the graph's initializers can be written last, each on its own.
+    """
+    head, graph = onnx.ModelProto(), onnx.GraphProto()
+    _copy_fields(model, head, "graph")
+    _copy_fields(model.graph, graph, "initializer")
+    inits = model.graph.initializer
+    n_graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+    n_init = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+    sizes = [t.ByteSize() for t in inits]
+    graph_bytes = graph.SerializeToString()
+    total = len(graph_bytes) + sum(len(_field(n_init, s)) + s for s in sizes)
+    with open(path, "wb") as f:
+        f.write(head.SerializeToString())
+        f.write(_field(n_graph, total))
+        f.write(graph_bytes)
+        for t, size in zip(inits, sizes):
+            f.write(_field(n_init, size))
+            f.write(t.SerializeToString())
+
+
+def _compile_check(sk: onnx.ModelProto, name: str) -> None:
+    """OpenVINO reads the skeleton (frontend conversion, type inference) and its CPU plugin must support every
+    op (``query_model`` runs the plugin's transformations without allocating weights or activations)."""
+    try:
+        m = ov_core().read_model(sk.SerializeToString())
+        supported = ov_core().query_model(m, "CPU")
+    except RuntimeError as e:
+        raise InvalidGraph(f"{name}: OpenVINO cannot compile it: {_first_line(e)}") from e
+    missing = [op.get_friendly_name() for op in m.get_ops() if op.get_friendly_name() not in supported]
+    if missing:
+        raise InvalidGraph(f"{name}: OpenVINO cannot compile it: the CPU plugin does not support "
+                           f"{', '.join(missing[:5])}")
+
+
+def approx_size(model: onnx.ModelProto) -> int:
+    """Serialized size of ``model`` from its initializers' dims (``ByteSize`` walks the whole proto: ~1 s for
+    400 MB)."""
+    total = 0
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        total += n * (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+                      if t.data_type != onnx.TensorProto.STRING else 1)
+    return total + 64 * len(model.graph.node)
+
+
 def _serialize_for_ov(model: onnx.ModelProto) -> bytes | str:
-    if model.ByteSize() < 1_800_000_000:
+    if approx_size(model) < 1_800_000_000:
         return model.SerializeToString()
     d = tempfile.mkdtemp(prefix="rewrite-ov-")
     p = Path(d) / "m.onnx"
@@ -382,7 +524,7 @@ def _convert_onnx(model: onnx.ModelProto):
     """ONNX → ``openvino.Model`` the way users convert (``ov.convert_model``: constants folded)."""
     import openvino as ov
 
-    if model.ByteSize() > 1_800_000_000:  # external data stays mmapped by OpenVINO: keep its folder
+    if approx_size(model) > 1_800_000_000:  # external data stays mmapped by OpenVINO: keep its folder
         d = tempfile.mkdtemp(prefix="rewrite-ir-")
         p = Path(d) / "m.onnx"
         onnx.save(_copy_proto(model), str(p), save_as_external_data=True)

@@ -126,7 +126,7 @@ def _check_readable(path: Path) -> None:
 # ---- finite weights ------------------------------------------------------------------------------------
 def check_finite(handle: ModelHandle) -> None:
     """Refuse a model with a NaN or Inf in any float weight, naming the initializer/constant."""
-    bad = _nonfinite_onnx(handle.onnx) if handle.format == "onnx" else _nonfinite_ir(handle.ov)
+    bad = _nonfinite_onnx(handle.proto) if handle.format == "onnx" else _nonfinite_ir(handle.ov)
     if not bad:
         return
     parts = [f"{kind} '{name}' ({_count(arr)})" for kind, name, arr in bad[:_SHOWN]]

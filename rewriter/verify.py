@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from . import metrics as M
-from ._callable import make_module_callable
 from .errors import RewriteError
+from .graph import view as graph_view
 from .inputs import (
     InputSet,
     calibration_set,
@@ -446,9 +445,6 @@ class _Tensor:
 
 
 _SHAPE_OPS = {"Shape", "Size", "ShapeOf"}  # outputs depend on a tensor's shape, not its values
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16}
-
 
 def _ov_port_info(model) -> dict[str, tuple[int | None, bool]]:
     """{tensor name: (values, is float)} from an openvino.Model (cheaper than ONNX shape inference)."""
@@ -462,75 +458,41 @@ def _ov_port_info(model) -> dict[str, tuple[int | None, bool]]:
     return info
 
 
-def _onnx_tensors(proto: onnx.ModelProto, ov_info: dict | None = None) -> list[_Tensor]:
-    g = proto.graph
-    if ov_info is None:
-        try:  # shapes and dtypes, to size chunks and skip integer shape arithmetic
-            inferred = onnx.shape_inference.infer_shapes(proto).graph if proto.ByteSize() < 1_800_000_000 else g
-        except Exception:  # noqa: BLE001 - shape inference is a sizing aid only
-            inferred = g
-        ov_info = {}
-        for v in [*inferred.value_info, *inferred.output, *inferred.input]:
-            tt = v.type.tensor_type
-            if not tt.elem_type:
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tt.shape.dim]
-            numel = int(np.prod(dims)) if tt.HasField("shape") and all(d > 0 for d in dims) else None
-            ov_info[v.name] = (numel, tt.elem_type in _FLOAT_TYPES)
-    const = {i.name for i in g.initializer}
+def _tensors(h: ModelHandle, ov_model=None) -> list[_Tensor]:
+    """Every computed (non-constant) tensor of ``h`` in topological order, read from its graph view.
+
+    Sizes and element types come from ``ov_model`` (the model that will run) when given, else the view.
+    """
+    v = graph_view(h)
+    info = _ov_port_info(ov_model) if ov_model is not None else None
+    const: set[str] = set()
     index: dict[str, int] = {}
     out: list[_Tensor] = []
-    for idx, n in enumerate(g.node):
-        ins = [i for i in n.input if i]
-        if n.op_type == "Constant" or all(i in const for i in ins):  # folded weights/shape chains
-            const.update(n.output)
+    for n in v.nodes:
+        if n.op_type in ("Parameter", "Result"):
+            continue
+        ins = [i for i in n.inputs if i]
+        if n.op_type == "Constant" or (ins and all(i in const for i in ins)) or (not ins and v.format == "onnx"):
+            const.update(n.outputs)  # folded weights/shape chains
             continue
         live = [out[index[i]] for i in ins if i in index]
         shape_only = n.op_type in _SHAPE_OPS or (bool(live) and all(t.shape_only for t in live))
         anc = 0
         for t in live if not shape_only else ():  # a shape computation carries no values from upstream
             anc |= (1 << t.index) | t.ancestors
-        for port, t in enumerate(n.output):
+        for port, t in enumerate(n.outputs):
             if not t:
                 continue
-            numel, is_float = ov_info.get(t, (None, None))
+            names = v.names_of(t)
+            if info is not None:
+                numel, is_float = next((info[x] for x in names if x in info), (None, None))
+            else:
+                shape, dt = v.static_shape(t), v.dtype(t)
+                numel = int(np.prod(shape)) if shape is not None else None
+                is_float = None if dt is None else dt.kind == "f"
             index[t] = len(out)
-            out.append(_Tensor((t,), n.name or f"{n.op_type}_{idx}", n.op_type, port, numel, is_float,
-                               len(out), anc, shape_only))
+            out.append(_Tensor(names, n.id, n.op_type, port, numel, is_float, len(out), anc, shape_only))
     return out
-
-
-def _ir_tensors(model) -> list[_Tensor]:
-    const: set[str] = set()
-    index: dict[tuple[str, int], int] = {}
-    out: list[_Tensor] = []
-    for op in model.get_ordered_ops():
-        t, fname = op.get_type_name(), op.get_friendly_name()
-        if t in ("Parameter", "Result"):
-            continue
-        srcs = [op.input_value(i) for i in range(op.get_input_size())]
-        if t == "Constant" or (srcs and all(s.get_node().get_friendly_name() in const for s in srcs)):
-            const.add(fname)
-            continue
-        keys = [index.get((s.get_node().get_friendly_name(), s.get_index())) for s in srcs]
-        live = [out[k] for k in keys if k is not None]
-        shape_only = t in _SHAPE_OPS or (bool(live) and all(x.shape_only for x in live))
-        anc = 0
-        for x in live if not shape_only else ():  # a shape computation carries no values from upstream
-            anc |= (1 << x.index) | x.ancestors
-        for port, o in enumerate(op.outputs()):
-            ps = o.get_partial_shape()
-            numel = int(np.prod([d.get_length() for d in ps])) if ps.is_static else None
-            index[(fname, port)] = len(out)
-            out.append(_Tensor(tuple(sorted(o.get_names())), fname, t, port, numel,
-                               bool(o.get_element_type().is_real()), len(out), anc, shape_only))
-    return out
-
-
-def _tensors(h: ModelHandle, ov_model=None) -> list[_Tensor]:
-    if h.format == "ir":
-        return _ir_tensors(h.ov)
-    return _onnx_tensors(h.onnx, _ov_port_info(ov_model) if ov_model is not None else None)
 
 
 def _common_tensors(before: ModelHandle, after: ModelHandle, ov_before=None, ov_after=None
@@ -675,12 +637,9 @@ def _first_tagged(probes: list[tuple[_Tensor, int]], common: list[tuple[str, _Te
 
 
 def _producer_graph(h: ModelHandle) -> dict[str, list[str]]:
-    """{node name: names of the nodes feeding it} (to find the tagged node behind a divergence)."""
-    if h.format == "onnx":
-        prod = {o: n.name for n in h.onnx.graph.node for o in n.output}
-        return {n.name: [prod[i] for i in n.input if i in prod] for n in h.onnx.graph.node}
-    return {op.get_friendly_name(): [op.input_value(i).get_node().get_friendly_name()
-                                     for i in range(op.get_input_size())] for op in h.ov.get_ops()}
+    """{node id: ids of the nodes feeding it} (to find the tagged node behind a divergence)."""
+    v = graph_view(h)
+    return {n.id: [v.producer[i].id for i in n.inputs if i in v.producer] for n in v.nodes}
 
 
 def _nearest_tag(node: str, h: ModelHandle, tags: dict[str, str], depth: int = 8) -> tuple[str, str] | None:
@@ -1039,6 +998,3 @@ def run_verify(args: argparse.Namespace) -> int:
             print(f"rewrite verify: error: {e}", file=sys.stderr)
             return 2
     return rep["exit_code"]
-
-
-make_module_callable(__name__, verify_models)

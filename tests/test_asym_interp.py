@@ -274,8 +274,9 @@ def test_midas_small_four_sites_then_all_five_replaced(name):
     ((1, 32, 16, 16), (2, 2), ("kmb", "mtl", "cpu"), "half_pixel", "dpu"),
     # 16 channels x4: half_pixel even scale > 2 stays on SHAVE, asymmetric x4 is a k4x4 depthwise conv (CBSC V1)
     ((1, 16, 8, 8), (4, 4), ("mtl",), "asymmetric", "dpu"),
-    # 8 channels: < alignment 16 and not < 8 (the small-channel path): every mode stays a SHAVE kernel
-    ((1, 8, 16, 16), (2, 2), ("kmb", "mtl"), "keep", "shave"),
+    # 8 channels: < alignment 16 and not < 8 (the small-channel path): every mode stays a SHAVE kernel, so
+    # auto falls back to asymmetric (the CLI contract's default) and says why
+    ((1, 8, 16, 16), (2, 2), ("kmb", "mtl"), "asymmetric", "shave"),
 ])
 def test_auto_mode_per_site(shape, scales, targets, want, engine_after):
     h = ModelHandle.load(resize_model(shape, scales, "align_corners"))
@@ -289,11 +290,11 @@ def test_auto_mode_per_site(shape, scales, targets, want, engine_after):
     assert all(d["engine_after"][t]["engine"] == engine_after and d["engine_after"][t]["rule"] for t in npu)
     if "cpu" in targets:
         assert d["engine_after"]["cpu"]["engine"] == "cpu"
-    if want == "keep":
-        assert "neither half_pixel nor asymmetric lands on the DPU" in site.reason
-        assert coord_modes(h) == {"resize": "align_corners"} and res.sites_changed == 0
+    assert coord_modes(h) == {"resize": want} and res.sites_changed == 1
+    if engine_after == "shave":
+        assert "neither mode lands on the DPU on kmb/mtl" in site.reason and "falls back to asymmetric" in site.reason
     else:
-        assert coord_modes(h) == {"resize": want} and f"lands on the DPU on {npu[0]}" in site.reason
+        assert f"lands on the DPU on {npu[0]}" in site.reason
 
 
 def test_auto_first_target_decides_and_forced_mode_overrides():

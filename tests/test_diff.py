@@ -191,11 +191,24 @@ def test_fidelity_and_latency_use_the_helpers_when_present(monkeypatch):
     assert r["latency"] == {"kmb": {"before_ms": 2.0, "after_ms": 1.0}, "mtl": {"before_ms": 2.0, "after_ms": 1.0}}
 
 
-def test_missing_helpers_are_noted_not_fatal(monkeypatch):
-    monkeypatch.setitem(sys.modules, "rewriter.cost", types.ModuleType("rewriter.cost"))  # no compare()
+def test_cost_model_bugs_raise_runtime_failures_are_noted(monkeypatch):
+    """A target the runtime cannot cost becomes a note; a bug in the cost model (TypeError) is not swallowed."""
+    import rewriter.cost
+
+    def fails(*a, **k):
+        raise RuntimeError("no such device")
+
+    monkeypatch.setattr(rewriter.cost, "compare", fails)
     r = diff(make_tiny(), make_tiny(), targets=("kmb",))
     assert r["latency"] == {}
-    assert any("rewriter.cost" in n for n in r["notes"])
+    assert any("latency[kmb]: prediction failed: RuntimeError" in n for n in r["notes"])
+
+    def bug(*a, **k):
+        raise TypeError("unexpected keyword")
+
+    monkeypatch.setattr(rewriter.cost, "compare", bug)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        diff(make_tiny(), make_tiny(), targets=("kmb",))
 
 
 def test_package_level_call():

@@ -142,7 +142,10 @@ def test_failed_save_leaves_nothing(tmp_path, tiny_onnx, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
+    import rewriter.model
+
     monkeypatch.setattr(onnx, "save", boom)
+    monkeypatch.setattr(rewriter.model, "write_onnx", boom)  # the streaming writer of in-memory models
     with pytest.raises(OSError):
         h.save(tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
@@ -153,3 +156,41 @@ def test_default_output_names(tiny_onnx, tiny_ir):
     assert ModelHandle.load(tiny_onnx).default_output().name == "tiny.rewritten.onnx"
     assert ModelHandle.load(tiny_onnx).default_output("ir").name == "tiny.rewritten.xml"
     assert ModelHandle.load(tiny_ir).default_output().name == "tiny.rewritten.xml"
+
+
+def test_write_onnx_streams_the_same_model(tmp_path):
+    """write_onnx (initializers serialized one at a time, last) reads back equal to the model."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from rewriter.model import write_onnx
+
+    w = numpy_helper.from_array(np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3), "w")
+    b = numpy_helper.from_array(np.ones(2, np.float32), "b")
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    node.metadata_props.add(key="rewriter.pass", value="p")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 8, 8])],
+                          initializer=[w, b], doc_string="doc")
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="t")
+    m.metadata_props.add(key="k", value="v")
+    write_onnx(m, tmp_path / "m.onnx")
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    assert back == m
+    assert back.graph.node[0].metadata_props[0].value == "p"
+    np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), numpy_helper.to_array(w))
+
+
+def test_clone_is_copy_on_write(tiny_onnx):
+    """An ONNX clone shares its source's proto until one of them is edited; edits never leak across."""
+    h = ModelHandle.load(tiny_onnx)
+    c = h.clone()
+    assert c.shared and c.proto is h.proto  # no copy yet
+    h.onnx.graph.node[0].name = "edited-in-source"  # editing access: the clone takes its copy first
+    assert not c.shared
+    assert c.onnx.graph.node[0].name != "edited-in-source"
+    d = h.clone()
+    d.onnx.graph.node[0].name = "edited-in-clone"
+    assert h.proto.graph.node[0].name == "edited-in-source"
+    h.tag([h.proto.graph.node[0].name], "p")
+    assert d.tags() == {}

@@ -7,16 +7,14 @@ TF-"same" pad chains) become kind ``shape`` and cost nothing: a compiler folds t
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 
 from ..errors import RewriteError
+from ..graph import GraphView, Node, view
 from ..model import ModelHandle
 
 KINDS = ("conv", "dwconv", "gconv", "convtranspose", "dwconvtranspose", "resize", "eltwise", "activation",
@@ -115,28 +113,7 @@ def layers(model: ModelHandle | Any, input_shape: dict[str, list[int]] | list[in
     fixed = _fixed_input_shapes(handle, input_shape)
     if handle.format == "ir":
         return _ir_layers(handle, fixed)
-    key = _onnx_fingerprint(handle.onnx, fixed)
-    if key not in _CACHE:  # ONNX shape resolution may re-read the model in OpenVINO: do it once per graph
-        _CACHE[key] = _onnx_layers(handle, fixed)
-        while len(_CACHE) > 16:
-            _CACHE.pop(next(iter(_CACHE)))
-    return copy.deepcopy(_CACHE[key])
-
-
-_CACHE: dict[str, list[LayerInfo]] = {}
-
-
-def _onnx_fingerprint(m: onnx.ModelProto, fixed: dict[str, list[int]]) -> str:
-    """Structural key: nodes (with their tags), initializer names/types/dims, inputs and fixed shapes."""
-    h = hashlib.sha1()
-    for n in m.graph.node:
-        h.update(n.SerializeToString())
-    for t in m.graph.initializer:
-        h.update(f"{t.name}:{t.data_type}:{list(t.dims)}".encode())
-    for vi in m.graph.input:
-        h.update(vi.SerializeToString())
-    h.update(repr(sorted(fixed.items())).encode())
-    return h.hexdigest()
+    return _onnx_layers(handle, fixed)
 
 
 def _fixed_input_shapes(handle: ModelHandle, input_shape) -> dict[str, list[int]]:
@@ -266,121 +243,70 @@ def _mark_fusions(out: list[LayerInfo]) -> list[LayerInfo]:
     return out
 
 
-# ---- ONNX adapter ----------------------------------------------------------------------------------------
-def _onnx_shapes(handle: ModelHandle, fixed: dict[str, list[int]]) -> tuple[dict[str, list[int]], dict[str, int]]:
-    """Static shapes and element types of every tensor: onnx shape inference, then OpenVINO for the rest."""
-    m = onnx.ModelProto()
-    m.CopyFrom(handle.onnx)
-    for vi in m.graph.input:
-        if vi.name in fixed:
-            dims = vi.type.tensor_type.shape.dim
-            for d, v in zip(dims, fixed[vi.name]):
-                d.ClearField("dim_param")
-                d.dim_value = int(v)
-    shapes: dict[str, list[int]] = {}
-    types: dict[str, int] = {}
-    try:
-        if m.ByteSize() < 1_800_000_000:
-            m = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    except Exception:  # inference is best-effort; OpenVINO fills what it misses
-        pass
-    for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
-        tt = vi.type.tensor_type
-        if tt.elem_type:
-            types[vi.name] = tt.elem_type
-        if tt.HasField("shape"):
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-            if all(d is not None for d in dims):
-                shapes[vi.name] = dims
-    for init in m.graph.initializer:
-        shapes[init.name] = list(init.dims)
-        types[init.name] = init.data_type
-    if any(t not in shapes for t in _activation_tensors(m.graph)):
-        try:
-            ovm = handle.ov_model().clone()
-            ovm.reshape({k: v for k, v in fixed.items()})
-            for op in ovm.get_ordered_ops():
-                for out in op.outputs():
-                    ps = out.get_partial_shape()
-                    if ps.is_static:
-                        for name in out.get_names():
-                            shapes.setdefault(name, [int(d) for d in ps.to_shape()])
-        except Exception:  # a model OpenVINO cannot read: keep what ONNX inferred
-            pass
-    return shapes, types
+# ---- ONNX adapter (reads the graph view) -----------------------------------------------------------------
+_FOLDED = ("Constant", "ConstantOfShape", "Shape", "Size")
 
 
-def _activation_tensors(g) -> set[str]:
-    """Outputs of nodes that are not constant-foldable (the tensors whose shapes the cost needs)."""
-    const = {i.name for i in g.initializer}
-    acts = set()
-    for n in g.node:
-        ins = [i for i in n.input if i]
-        outs = [o for o in n.output if o]
-        if n.op_type in ("Constant", "ConstantOfShape", "Shape", "Size") or (ins and all(i in const for i in ins)):
-            const.update(outs)
-        else:
-            acts.update(outs)
-    return acts
+def _view_shapes(v: GraphView) -> dict[str, list[int]]:
+    """{tensor: static shape} from the view's one shape-inference path (weight-free skeleton)."""
+    out: dict[str, list[int]] = {}
+    for t in [*v.inputs, *(o for n in v.nodes for o in n.outputs), *(i for n in v.nodes for i in n.inputs)]:
+        if t and t not in out and (s := v.static_shape(t)) is not None:
+            out[t] = [int(d) for d in s]
+    return out
 
 
 def _onnx_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[LayerInfo]:
-    g = handle.onnx.graph
-    shapes, types = _onnx_shapes(handle, fixed)
-    tags = handle.tags()
-    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(g.node)]
-    producer = {o: n for n in g.node for o in n.output if o}
-    producer_name = {o: names[i] for i, n in enumerate(g.node) for o in n.output if o}
+    ins = {name: shape for name, shape, _ in handle.inputs()}
+    pin = None if all(ins.get(k) == v for k, v in fixed.items()) else fixed  # static models share the engine's view
+    v = view(handle, pin)
+    shapes = _view_shapes(v)
     readers: dict[str, list[str]] = {}
-    for i, n in enumerate(g.node):
+    for n in v.nodes:
         if n.op_type in ("Shape", "Size"):  # shape reads fold away; they do not keep a tensor alive
             continue
-        for t in n.input:
+        for t in n.inputs:
             if t:
-                readers.setdefault(t, []).append(names[i])
-    for o in g.output:
-        readers.setdefault(o.name, []).append("<output>")
-    const = {i.name for i in g.initializer}
-    in_type = {vi.name: vi.type.tensor_type.elem_type for vi in g.input}
-    base_prec = "fp16" if onnx.TensorProto.FLOAT16 in in_type.values() else "fp32"
+                readers.setdefault(t, []).append(n.id)
+    for o in v.outputs:
+        readers.setdefault(o, []).append("<output>")
+    const = {t for t in shapes if v.producer.get(t) is None and t not in v.inputs}
+    base_prec = "fp16" if any(v.dtypes.get(i) == np.float16 for i in v.inputs) else "fp32"
     out: list[LayerInfo] = []
-    for idx, n in enumerate(g.node):
-        name = names[idx]
-        ins = [i for i in n.input if i]
-        if n.op_type in ("Constant", "ConstantOfShape", "Shape", "Size") or (ins and all(i in const for i in ins)):
-            const.update(o for o in n.output if o)  # folded by any compiler: weights, shape chains
-            out.append(_make_layer(name, n.op_type, "shape", [], shapes.get(n.output[0], []), tag=tags.get(name)))
+    for n in v.nodes:
+        ins_ = [i for i in n.inputs if i]
+        if n.op_type in _FOLDED or (ins_ and all(i in const for i in ins_)):
+            const.update(o for o in n.outputs if o)  # folded by any compiler: weights, shape chains
+            out.append(_make_layer(n.id, n.op_type, "shape", [], shapes.get(n.outputs[0], []), tag=v.tags.get(n.id)))
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        act_ins = [i for i in ins if i not in const]
+        act_ins = [i for i in ins_ if i not in const]
         in_shapes = [shapes[i] for i in act_ins if i in shapes]
-        out_shape = shapes.get(n.output[0], [])
-        prec = _onnx_precision(n, producer, base_prec, types)
-        tag = tags.get(name)
-        layer = _onnx_layer(n, name, attrs, act_ins, in_shapes, out_shape, shapes, const, prec, tag)
-        layer.producers = [producer_name[i] for i in act_ins if i in producer_name]
-        layer.consumers = list(readers.get(n.output[0], [])) if n.output else []
+        out_shape = shapes.get(n.outputs[0], []) if n.outputs else []
+        layer = _onnx_layer(n, act_ins, in_shapes, out_shape, shapes, const, _onnx_precision(n, v, base_prec),
+                            v.tags.get(n.id))
+        layer.producers = [v.producer[i].id for i in act_ins if i in v.producer]
+        layer.consumers = list(readers.get(n.outputs[0], [])) if n.outputs else []
         out.append(layer)
     return _mark_fusions(out)
 
 
-def _onnx_precision(n: onnx.NodeProto, producer: dict, base: str, types: dict[str, int]) -> str:
+def _onnx_precision(n: Node, v: GraphView, base: str) -> str:
     """int8 when the activation input comes from a DequantizeLinear (QDQ); else the model's float type."""
     if n.op_type in _ONNX_QUANT:
         return "int8"
-    if n.input and n.input[0] in producer and producer[n.input[0]].op_type == "DequantizeLinear":
+    p = v.producer.get(n.inputs[0]) if n.inputs else None
+    if p is not None and p.op_type == "DequantizeLinear":
         return "int8"
-    t = types.get(n.output[0]) if n.output else None
-    if t == onnx.TensorProto.FLOAT16:
+    if n.outputs and v.dtypes.get(n.outputs[0]) == np.float16:
         return "fp16"
     return base
 
 
-def _onnx_layer(n, name, attrs, act_ins, in_shapes, out_shape, shapes, const, prec, tag) -> LayerInfo:
-    op = n.op_type
+def _onnx_layer(n: Node, act_ins, in_shapes, out_shape, shapes, const, prec, tag) -> LayerInfo:
+    op, name, attrs = n.op_type, n.id, n.attrs
     common = {"precision": prec, "tag": tag}
     if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        w_name = n.input[3] if op == "QLinearConv" else n.input[1]
+        w_name = n.inputs[3] if op == "QLinearConv" else n.inputs[1]
         w = shapes.get(w_name)
         groups = int(attrs.get("group", 1))
         transposed = op == "ConvTranspose"
@@ -391,8 +317,8 @@ def _onnx_layer(n, name, attrs, act_ins, in_shapes, out_shape, shapes, const, pr
         return _make_layer(name, op, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
                            stride=stride or (1, 1), kernel=kernel or (1, 1),
                            weight_layout="iohw" if transposed else "oihw", **common)
-    if op in ("Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in const:
-        w = shapes.get(n.input[1])
+    if op in ("Gemm", "MatMul") and len(n.inputs) > 1 and n.inputs[1] in const:
+        w = shapes.get(n.inputs[1])
         if w is not None and op == "Gemm" and not attrs.get("transB", 0):
             w = list(reversed(w))  # Gemm stores [K, N] unless transB; use [N, K]
         return _make_layer(name, op, "conv", in_shapes[:1], out_shape, weight_shape=w, **common)
@@ -409,22 +335,31 @@ def _onnx_layer(n, name, attrs, act_ins, in_shapes, out_shape, shapes, const, pr
             k = in_shapes[0][2:]
         return _make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    if op in _ONNX_QUANT:
+    mode = attrs.get("mode", "constant")
+    family = ("quant" if op in _ONNX_QUANT else "eltwise" if op in _ONNX_ELTWISE else "activation"
+              if op in _ONNX_ACT else "reshape" if op in _ONNX_VIEW else op.lower())
+    return _plain_layer(name, op, family, in_shapes, out_shape, common, const_operand=len(act_ins) == 1,
+                        mode=mode.decode() if isinstance(mode, bytes) else str(mode))
+
+
+def _plain_layer(name: str, op: str, family: str, in_shapes, out_shape, common: dict, *, const_operand: bool,
+                 mode: str) -> LayerInfo:
+    """Layers both adapters build alike once they have named the op's family (quant, eltwise, activation,
+    concat, pad, reshape; anything else is ``other``). ``const_operand``: an eltwise with one activation input."""
+    if family == "quant":
         return _make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
-    if op in _ONNX_ELTWISE:
-        if len(act_ins) == 1:  # per-tensor/per-channel constant operand: an elementwise activation
+    if family == "eltwise":
+        if const_operand:  # per-tensor/per-channel constant operand (bias, scale, clamp bound): an activation
             return _make_layer(name, op, "activation", in_shapes, out_shape,
                                attrs={"function": op, "const_operand": True}, **common)
         return _make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
-    if op in _ONNX_ACT:
+    if family == "activation":
         return _make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
-    if op == "Concat":
+    if family == "concat":
         return _make_layer(name, op, "concat", in_shapes, out_shape, **common)
-    if op == "Pad":
-        mode = attrs.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if family == "pad":
         return _make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
-    if op in _ONNX_VIEW:
+    if family == "reshape":
         return _make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
     return _make_layer(name, op, "other", in_shapes, out_shape, **common)
 
@@ -524,23 +459,11 @@ def _ir_layer(op, t: str, name: str, in_shapes, out_shape, prec: str, tag: str |
             k = in_shapes[0][2:]
         return _make_layer(name, t, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    if t == "FakeQuantize":
-        return _make_layer(name, t, "quant", in_shapes[:1], out_shape, **common)
-    if t in _IR_ELTWISE:
-        if len(in_shapes) == 1 and op.get_input_size() > 1:  # constant operand: bias / scale / clamp bound
-            return _make_layer(name, t, "activation", in_shapes, out_shape,
-                               attrs={"function": t, "const_operand": True}, **common)
-        return _make_layer(name, t, "eltwise", in_shapes, out_shape, **common)
-    if t in _IR_ACT:
-        return _make_layer(name, t, "activation", in_shapes[:1], out_shape, attrs={"function": t}, **common)
-    if t == "Concat":
-        return _make_layer(name, t, "concat", in_shapes, out_shape, **common)
-    if t == "Pad":
-        mode = str(attrs.get("pad_mode", "constant"))
-        return _make_layer(name, t, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
-    if t in _IR_VIEW:
-        return _make_layer(name, t, "reshape", in_shapes[:1], out_shape, **common)
-    return _make_layer(name, t, "other", in_shapes, out_shape, **common)
+    family = ("quant" if t == "FakeQuantize" else "eltwise" if t in _IR_ELTWISE else "activation"
+              if t in _IR_ACT else "reshape" if t in _IR_VIEW else t.lower())
+    return _plain_layer(name, t, family, in_shapes, out_shape, common,
+                        const_operand=len(in_shapes) == 1 and op.get_input_size() > 1,
+                        mode=str(attrs.get("pad_mode", "constant")))
 
 
 def synthetic_conv(*, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1, stride: int = 1,

@@ -46,7 +46,9 @@ def parse_input_shape(spec: str | dict | list | None, model: Any) -> dict[str, l
 
 def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of a :class:`~rewriter.model.ModelHandle` in its current state (cached)."""
-    key = (model.version, id(model.onnx if model.format == "onnx" else model.ov),
+    if model.format == "onnx" and getattr(model, "shared", False):  # a lazy clone reads its source's view
+        return view(model._cow, input_shape)
+    key = (model.version, id(model.proto if model.format == "onnx" else model.ov),
            repr(sorted((input_shape or {}).items())))
     cached = getattr(model, "_view", None)
     if cached is not None and cached[0] == key:
@@ -62,6 +64,9 @@ def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphVi
 
 def editor(model: Any, input_shape: dict[str, list[int]] | None = None) -> Editor:
     """An editor for ``model``, working in the node ids of its current view."""
+    if model.format == "onnx":
+        model.onnx  # noqa: B018 (a lazy clone takes its own copy before it is edited)
+        model.own_dependents()  # lazy clones of this model keep the state before the edit
     v = view(model, input_shape)
     if model.format == "onnx":
         from .onnx_backend import OnnxEditor

@@ -48,7 +48,7 @@ def node_ids(model: onnx.ModelProto) -> list[str]:
 
 def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of ``handle.onnx``."""
-    m = handle.onnx
+    m = handle.proto
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     producers: dict[str, onnx.NodeProto] = {o: n for n in g.node for o in n.output}
@@ -220,7 +220,8 @@ def skeleton(model: onnx.ModelProto, inits: dict, input_shape: dict | None) -> o
     inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big]
     sk = helper.make_graph(list(g.node), g.name or "g", inputs, list(g.output),
                            initializer=[t for t in g.initializer if t.name not in big_names])
-    return helper.make_model(sk, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return helper.make_model(sk, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                             functions=list(model.functions))
 
 
 def _shapes(model: onnx.ModelProto, inits: dict, input_shape: dict | None, dtypes: dict) -> dict:

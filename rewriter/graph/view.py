@@ -70,6 +70,7 @@ class GraphView:
         self._shapes_fn = shapes
         self._shapes: dict[str, list[int | None] | None] | None = None
         self._consts: dict[str, np.ndarray | None] = {}
+        self._names: dict[str, tuple[str, ...]] = {}  # set by a backend whose tensors carry other names (IR)
         self.producer: dict[str, Node] = {}
         self.consumers: dict[str, list[tuple[Node, int]]] = {}
         for n in nodes:
@@ -115,6 +116,10 @@ class GraphView:
     def static_shape(self, tensor: str) -> list[int] | None:
         s = self.shape(tensor)
         return s if s is not None and all(d is not None for d in s) else None
+
+    def names_of(self, tensor: str) -> tuple[str, ...]:
+        """The names the format gives a tensor: ONNX its id; IR the output port's tensor names (maybe none)."""
+        return self._names.get(tensor, (tensor,)) if self.format == "ir" else (tensor,)
 
     def dtype(self, tensor: str) -> np.dtype | None:
         """Element type of a tensor (numpy), or None when unknown."""
