@@ -13,7 +13,8 @@ Each site can take ``half_pixel`` or ``asymmetric`` (whichever it is not already
 default) each site in ``from_modes`` takes the mode that lands on the NPU's DPU (``rewriter.cost.lowering``, on
 the requested NPU targets; the first decides when they disagree) with the smaller error: half_pixel when both
 do, asymmetric when only it does; when neither does, with no NPU target or no static shapes, it falls back to
-asymmetric (the CLI's long-standing default; ``optimize`` decides such sites by their cost and error). ``mode=asymmetric|half_pixel`` forces one.
+asymmetric (the CLI's long-standing default; ``optimize`` decides such sites by their cost and error).
+``mode=asymmetric|half_pixel`` forces one.
 ``compensate=true`` refits the convs consuming each changed site on calibration activations (``rewriter.compensate``).
 """
 
