@@ -11,10 +11,13 @@ from conftest import ROOT, run_cli
 
 
 def usage_commands() -> list[str]:
+    """The `rewrite` commands of the README's main-job and Usage blocks."""
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"## Usage\s+```bash\n(.*?)```", text, re.S)
-    assert block, "README lacks a ## Usage bash block"
-    cmds = [line.split(" #")[0].strip() for line in block.group(1).splitlines()]
+    cmds = []
+    for heading in ("## The main job", "## Usage"):
+        block = re.search(re.escape(heading) + r"[^\n]*\s+```bash\n(.*?)```", text, re.S)
+        assert block, f"README lacks a {heading} bash block"
+        cmds += [line.split(" #")[0].strip() for line in block.group(1).splitlines()]
     return [c for c in cmds if c.startswith("rewrite ")]
 
 
