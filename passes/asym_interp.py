@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 from rewriter.compensate import compensate
-from rewriter.cost.lowering import resize_lowering
 from rewriter.errors import RewriteError
 from rewriter.graph import Editor, GraphView
 from rewriter.interp import (
@@ -33,6 +32,7 @@ from rewriter.interp import (
     compile_pattern,
     grid_shift,
     name_filter_reason,
+    site_engines,
     sites,
 )
 from rewriter.model import ModelHandle
@@ -180,23 +180,6 @@ def _single_use(view: GraphView, site: InterpSite) -> bool:
     """The resize output has one reader (the compiler's asymmetric x2 fast path requires it)."""
     node = view.node(site.name)
     return sum(len(view.users(t)) for t in node.outputs) <= 1
-
-
-def site_engines(site: InterpSite, modes: tuple[str, ...], targets: tuple[str, ...], *,
-                 single_use: bool = True) -> dict[str, dict[str, dict[str, str]]]:
-    """``{target: {mode: {"engine", "rule"}}}``: where the site lands per coordinate mode
-    (``rewriter.cost.lowering.resize_lowering``); {} when its shapes are not static."""
-    shp_in, shp_out = site.input_shape, site.output_shape
-    if shp_in is None or shp_out is None or any(d is None for d in (*shp_in, *shp_out)):
-        return {}
-    out: dict[str, dict[str, dict[str, str]]] = {}
-    for t in targets:
-        per: dict[str, dict[str, str]] = {}
-        for m in dict.fromkeys(modes):
-            low = resize_lowering(site.mode, m, list(shp_in), list(shp_out), t, single_use=single_use)
-            per[m] = {"engine": low.engine, "rule": low.rule}
-        out[t] = per
-    return out
 
 
 def _auto(cm: str, choices: tuple[str, ...], engines: dict[str, dict[str, dict[str, str]]],

@@ -11,7 +11,7 @@ which keeps the replaced node's name and output tensor. align_corners sites stay
 from __future__ import annotations
 
 from rewriter.graph import Editor, GraphView
-from rewriter.interp import compile_pattern, deconv_blocker, deconv_plan, name_filter_reason, sites
+from rewriter.interp import compile_pattern, deconv_blocker, deconv_plan, name_filter_reason, site_engines, sites
 from rewriter.passbase import KEEP, Decision, Option, Pass, PassContext, register
 
 DECONV = "deconv"
@@ -46,6 +46,11 @@ class InterpDeconv(Pass):
             details["plan"] = {"kernel": plan.kernel_shape, "strides": plan.strides,
                                "edge_pads": [plan.pads_begin, plan.pads_end],
                                "crop": [plan.crops_begin, plan.crops_end]}
+            engines = site_engines(s, (s.coordinate_mode,), tuple(ctx.targets))
+            if engines:  # where the resize lands today, and where its transposed conv runs
+                details["engine_before"] = {t: e[s.coordinate_mode] for t, e in engines.items()}
+                details["engine_after"] = {t: {"engine": "cpu" if t == "cpu" else "dpu",
+                                               "rule": "depthwise transposed conv"} for t in engines}
             reason = name_filter_reason(s.name, include, exclude)
             choice = KEEP if reason else DECONV
             out.append(Decision(s.name, self.name, "resize", (KEEP, DECONV), choice,

@@ -321,3 +321,22 @@ def name_filter_reason(name: str, include: re.Pattern | None, exclude: re.Patter
     if exclude is not None and exclude.search(name):
         return f"name matches exclude pattern {exclude.pattern!r}"
     return None
+
+
+def site_engines(site: InterpSite, modes: tuple[str, ...], targets: tuple[str, ...], *,
+                 single_use: bool = True) -> dict[str, dict[str, dict[str, str]]]:
+    """``{target: {mode: {"engine", "rule"}}}``: where the site lands per coordinate mode
+    (``rewriter.cost.lowering.resize_lowering``); {} when its shapes are not static."""
+    shp_in, shp_out = site.input_shape, site.output_shape
+    if shp_in is None or shp_out is None or any(d is None for d in (*shp_in, *shp_out)):
+        return {}
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for t in targets:
+        per: dict[str, dict[str, str]] = {}
+        for m in dict.fromkeys(modes):
+            from .cost.lowering import resize_lowering
+
+            low = resize_lowering(site.mode, m, list(shp_in), list(shp_out), t, single_use=single_use)
+            per[m] = {"engine": low.engine, "rule": low.rule}
+        out[t] = per
+    return out

@@ -471,3 +471,23 @@ def test_after_asym_interp_removes_every_bilinear_site():
     assert deconv(h).sites_changed == 1 and "Resize" not in h.op_types()
     x = feed((1, 8, 16, 16))
     assert rel_err(ort_run(asym.onnx, x), ort_run(h.onnx, x)) <= 1e-5
+
+
+def test_explain_shows_where_the_resize_and_its_deconv_run(tmp_path, capsys):
+    """Every interp_deconv site carries the resize's engine per target (the compiler's lowering rule) and the
+    transposed conv's (DPU on the NPUs), in the JSON details and in the --explain text."""
+    from rewriter.cli import main
+
+    m = tmp_path / "a32.onnx"
+    onnx.save(resize_model((1, 32, 16, 16), (2, 2), "asymmetric"), str(m))
+    assert main(["--explain", "--json", "--passes", "interp_deconv", "--target", "kmb", "--target", "mtl",
+                 "--target", "cpu", str(m)]) == 0
+    import json
+
+    [site] = json.loads(capsys.readouterr().out)["passes"][0]["sites"]
+    d = site["details"]
+    assert set(d["engine_before"]) == set(d["engine_after"]) == {"kmb", "mtl", "cpu"}
+    assert all(d["engine_after"][t]["engine"] == "dpu" for t in ("kmb", "mtl")) and d["engine_before"]["mtl"]["rule"]
+    assert d["engine_before"]["cpu"]["engine"] == d["engine_after"]["cpu"]["engine"] == "cpu"
+    assert main(["--explain", "--passes", "interp_deconv", "--target", "mtl", str(m)]) == 0
+    assert "engine: mtl " in capsys.readouterr().out
