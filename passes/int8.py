@@ -121,7 +121,7 @@ class Int8(Pass):
             notes.append(f"calibrated on {n} images: 50-300 frames of your own scenes usually quantize better")
         accuracy = None
         if self.opts.max_drop is not None:
-            val = self._inputs(model, ctx, getattr(ctx, "images_dir", None) or ctx.calib_dir)
+            val = ctx.validation(model, preprocess=self.opts.preprocess)  # judged apart from the calibration
             accuracy = {"validation": val, "metric": self.opts.metric, "max_drop": self.opts.max_drop,
                         "max_float_layers": self.opts.max_float_layers}
         new_nodes, more, facts = quantize_model(

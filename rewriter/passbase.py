@@ -268,6 +268,13 @@ class PassContext:
         return calibration_set(model, folder or self.calib_dir, count=count, seed=self.seed,
                                preprocess=preprocess, cache=self._calib_cache)
 
+    def validation(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto"):
+        """Inputs a pass may *judge* on (e.g. NNCF's accuracy control): the validation split, never the images it
+        fits on; without splits, ``--images`` (else ``--calib``) as before."""
+        if self.splits is not None:
+            return self.splits.inputs("validation", model, preprocess=preprocess, count=count)
+        return self.calibration(model, count=count, preprocess=preprocess, folder=self.images_dir or self.calib_dir)
+
 
 REGISTRY: dict[str, type[Pass]] = {}
 

@@ -121,6 +121,9 @@ def test_pass_context_serves_the_calibration_split(tmp_path):
     s2 = split_inputs(m, calib=str(d), images=str(held))
     ctx2 = PassContext(calib_dir=str(d), images_dir=str(held), splits=s2)
     assert ctx2.calibration(m, folder=str(held)).names == s2.names()["validation"]  # a pass's selection judge
+    # what a pass judges on (int8's accuracy control) is the validation split, with --calib alone too
+    assert ctx.validation(m).names == s.names()["validation"] and ctx2.validation(m).names == s2.names()["validation"]
+    assert not set(ctx.validation(m).names) & set(ctx.calibration(m).names)
 
 
 def test_cli_too_few_images_exit_2_one_line(tmp_path, tiny_onnx):
