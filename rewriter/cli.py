@@ -35,6 +35,23 @@ exit codes: 0 ok; 1 gate failed with --on-fail stop (nothing written) or verify 
 """
 
 
+def add_alongside_arguments(p: argparse.ArgumentParser) -> None:
+    """``--alongside OTHER`` / ``--alongside-ms X``, shared by ``rewrite``, ``rewrite cost`` and ``optimize``."""
+    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
+                   help="another model sharing the NPU frame (.onnx/.xml): report ours + others vs 16.67 ms "
+                        "(repeatable)")
+    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
+
+
+def check_alongside_arguments(args: argparse.Namespace) -> None:
+    """Refuse a missing ``--alongside`` file or a negative ``--alongside-ms`` before any model is read."""
+    for other in args.alongside:
+        if not Path(other).exists():
+            raise RewriteError(f"--alongside {other}: no such file")
+    if args.alongside_ms is not None and not args.alongside_ms >= 0:
+        raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rewrite", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -83,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
     p.add_argument("--input-shape", metavar="SHAPE",
                    help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
-    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
-                   help="another model sharing the NPU frame: report ours + others vs 16.67 ms (repeatable)")
-    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
+    add_alongside_arguments(p)
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
     p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
@@ -150,9 +165,7 @@ def optimize_parser() -> argparse.ArgumentParser:
                         "plus --alongside fits the 16.67 ms frame")
     p.add_argument("--input-shape", metavar="SHAPE",
                    help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
-    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
-                   help="another model sharing the NPU frame: report ours + others vs 16.67 ms (repeatable)")
-    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
+    add_alongside_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
     p.add_argument("-v", "--verbose", action="store_true", help="every candidate site in the table")
     return p
@@ -239,11 +252,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                     reports=(args.report, args.md, args.html), targets=targets, budget=args.budget,
                     calib=args.calib, images=args.images)
     handle, passes, out = pre.handle, pre.passes, pre.output
-    for other in args.alongside:  # fail before the passes run, not after
-        if not Path(other).exists():
-            raise RewriteError(f"--alongside {other}: no such file")
-    if args.alongside_ms is not None and not args.alongside_ms >= 0:
-        raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
+    check_alongside_arguments(args)  # fail before the passes run, not after
     code = 0
     from contextlib import ExitStack
 

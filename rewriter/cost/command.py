@@ -205,9 +205,9 @@ def add_cost_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (with the picture)")
     p.add_argument("--svg", metavar="FILE.svg", help="write the picture of where the time goes")
-    p.add_argument("--alongside", action="append", default=[], metavar="OTHER",
-                   help="another model sharing the NPU frame (.onnx/.xml; repeatable)")
-    p.add_argument("--alongside-ms", type=float, metavar="X", help="milliseconds other workloads take per frame")
+    from ..cli import add_alongside_arguments
+
+    add_alongside_arguments(p)
     p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W", help="fix a dynamic input, e.g. 1,3,288,512")
     p.add_argument("--top", type=int, default=10, help="layers printed per target (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -221,11 +221,9 @@ def run_cost(args: argparse.Namespace) -> int:
     src = Path(args.model)
     if not src.exists():
         raise RewriteError(f"{src}: no such file")
-    for o in args.alongside:
-        if not Path(o).exists():
-            raise RewriteError(f"--alongside {o}: no such file")
-    if args.alongside_ms is not None and not args.alongside_ms >= 0:
-        raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
+    from ..cli import check_alongside_arguments
+
+    check_alongside_arguments(args)
     for extra in (args.report, args.html, args.svg):
         if extra:
             check_output_path(Path(extra), src)

@@ -27,11 +27,9 @@ def run_optimize(args: argparse.Namespace) -> int:
     from ..verify import parse_budget
 
     parse_budget(args.budget)
-    if args.alongside_ms is not None and not args.alongside_ms >= 0:
-        raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
-    for other in args.alongside:
-        if not Path(other).exists():
-            raise RewriteError(f"--alongside {other}: no such file")
+    from ..cli import check_alongside_arguments
+
+    check_alongside_arguments(args)
     src = Path(args.model)
     handle = ModelHandle.load(src)
     from ..graph import parse_input_shape
