@@ -110,19 +110,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``rewrite verify BEFORE AFTER`` (handler: ``rewriter.verify.run_verify``)."""
+    from .verify import BUDGET_METRICS, DEFAULT_TOL
+
+    parser.description = ("Run two models on the same inputs and compare their outputs. Exit 0 when they "
+                          "match, 1 when they differ beyond the tolerance/budget, 2 on bad input.")
+    parser.add_argument("before", help="reference model (.onnx or OpenVINO .xml)")
+    parser.add_argument("after", help="model to check against it (same input names and shapes)")
+    parser.add_argument("--locate", action="store_true",
+                        help="name the first node whose output diverges (tensors both graphs share)")
+    parser.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    parser.add_argument("--images", metavar="DIR", help="folder of images (default: scikit-image photos)")
+    parser.add_argument("--count", type=int, metavar="N", help="use at most N images")
+    parser.add_argument("--check-runtime", choices=("ov", "ort", "both"), default="ov",
+                        help="runtime: OpenVINO CPU (default), onnxruntime (ONNX only) or both")
+    parser.add_argument("--budget", help="fidelity budget instead of float tolerance, e.g. "
+                                         f"delta1=0.98,absrel=0.03 (keys: {', '.join(BUDGET_METRICS)}, "
+                                         "prefix worst_ for the worst image)")
+    parser.add_argument("--tol", type=float, help="max error relative to the output scale, max(range, peak) "
+                                                  f"(default {DEFAULT_TOL:g})")
+    parser.add_argument("--gt", action="append", metavar="IMAGE:DISPARITY",
+                        help="ground truth pair for absolute accuracy (repeatable); 'motorcycle' uses the "
+                             "Middlebury pair shipped with scikit-image")
+    parser.add_argument("--pictures", metavar="DIR", help="write before/after depth and |error| PNGs of the "
+                                                          "worst image here")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the verdict line")
+
+
+def add_diff_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``rewrite diff BEFORE AFTER`` (handler: ``rewriter.diff.run_diff``)."""
+    parser.description = ("Structural diff of two models (ONNX or OpenVINO IR, any mix): op counts, nodes "
+                          "added/removed/changed with attribute changes, weight shapes, parameters, MACs, "
+                          "pass tags; optionally output fidelity and predicted latency change.")
+    parser.add_argument("before", help="the model before: .onnx or OpenVINO .xml")
+    parser.add_argument("after", help="the model after: .onnx or OpenVINO .xml")
+    parser.add_argument("--report", metavar="FILE.json", help="write the diff as JSON")
+    parser.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
+    parser.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
+    parser.add_argument("--fidelity", action="store_true", help="also run both models and compare outputs")
+    parser.add_argument("--target", action="append", choices=("kmb", "mtl", "cpu"),
+                        help="predict per-layer latency change for this target (repeatable)")
+    parser.add_argument("--images", metavar="DIR", help="images for --fidelity (default: scikit-image photos)")
+    parser.add_argument("--pictures", metavar="DIR",
+                        help="with --fidelity: keep the worst input's depth/error PNGs here (the HTML report "
+                             "embeds them either way)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every op count and matched rename")
+
+
 def _sub_parser(name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"rewrite {name}")
     if name == "verify":
-        from .verify import add_verify_arguments
-
         add_verify_arguments(p)
     elif name == "cost":
         from .cost.command import add_cost_arguments
 
         add_cost_arguments(p)
     else:
-        from .diff import add_diff_arguments
-
         add_diff_arguments(p)
     return p
 

@@ -17,7 +17,7 @@ from rewriter.verify import locate
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """Chunks of 3 tensors make these small graphs behave like MiDaS-sized ones (sampled, not all at once)."""
-    monkeypatch.setattr(sys.modules["rewriter.verify"], "LOCATE_CHUNK_TENSORS", 3)
+    monkeypatch.setattr(sys.modules["rewriter.verify.locator"], "LOCATE_CHUNK_TENSORS", 3)
 
 
 def three_stage(channels: int = 4, hw: int = 6) -> onnx.ModelProto:
@@ -73,9 +73,9 @@ def test_untagged_search_skips_shape_arithmetic():
                                 verify=False, targets=("cpu",))
     hit = locate(before, after, tags={})
     assert hit["node"] == "r2", hit
-    from rewriter.verify import _common_tensors
+    from rewriter.verify.locator import common_tensors
 
-    taps = {t.op for _, t in _common_tensors(before, after)}
+    taps = {t.op for _, t in common_tensors(before, after)}
     assert taps == {"Convolution", "Interpolate"}, taps  # no Convert/Multiply/Add/Floor of the sizes chains
 
 

@@ -13,11 +13,13 @@ import pytest
 from conftest import make_tiny
 from onnx import TensorProto, helper, numpy_helper
 
+from rewriter.cli import add_verify_arguments
 from rewriter.errors import RewriteError
 from rewriter.inputs import SKIMAGE_PHOTOS
 from rewriter.model import ModelHandle
 
-V = importlib.import_module("rewriter.verify")  # `rewriter.verify` the attribute is the library function
+V = importlib.import_module("rewriter.verify")
+L = importlib.import_module("rewriter.verify.locator")  # where the locator's chunk limits and taps live
 
 
 # ---- graphs ---------------------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ def ir_corrupt(h: ModelHandle, conv_friendly: str, scale: float = 0.05) -> Model
 
 def args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
-    V.add_verify_arguments(p)
+    add_verify_arguments(p)
     return p.parse_args(list(map(str, argv)))
 
 
@@ -196,14 +198,14 @@ def test_locate_walks_in_chunks(monkeypatch):
     m = conv_chain(n=6)
     before, after = ModelHandle.load(m), ModelHandle.load(perturb(m, "w4"))
     seen: list[list[str]] = []
-    real = V._chunk_errors
+    real = L._chunk_errors
 
     def spy(run_b, run_a, feeds, runtime, keys):
         seen.append(list(keys))
         return real(run_b, run_a, feeds, runtime, keys)
 
-    monkeypatch.setattr(V, "LOCATE_CHUNK_TENSORS", 3)
-    monkeypatch.setattr(V, "_chunk_errors", spy)
+    monkeypatch.setattr(L, "LOCATE_CHUNK_TENSORS", 3)
+    monkeypatch.setattr(L, "_chunk_errors", spy)
     fd = V.locate(before, after)
     assert fd["node"] == "conv4" and fd["pass"] is None and fd["tensor"] == "c4"
     assert len(seen) >= 2 and max(map(len, seen)) <= 3  # never more than one chunk exposed at once
@@ -226,7 +228,7 @@ def test_locate_finds_divergence_on_a_side_branch(monkeypatch):
     g.node.insert(len(g.node) - 1, helper.make_node("Add", ["r4", "s"], ["merged"], name="merge"))
     onnx.checker.check_model(m)
     before, after = ModelHandle.load(m), ModelHandle.load(perturb(m, "ws"))
-    monkeypatch.setattr(V, "LOCATE_CHUNK_TENSORS", 3)
+    monkeypatch.setattr(L, "LOCATE_CHUNK_TENSORS", 3)
     fd = V.locate(before, after)
     assert fd["node"] == "side" and fd["tensor"] == "s"
 
