@@ -157,7 +157,15 @@ _FOLD = {
     "Unsqueeze": lambda x, a: np.expand_dims(x[0], tuple(a.get("axes", x[1] if len(x) > 1 else []))),
     "Squeeze": lambda x, a: np.squeeze(x[0], tuple(a.get("axes", x[1] if len(x) > 1 else [])) or None),
     "Reshape": lambda x, a: x[0].reshape([int(d) if d else x[0].shape[i] for i, d in enumerate(x[1])]),
+    "Transpose": lambda x, a: np.transpose(x[0], a.get("perm")),
+    "ConstantOfShape": lambda x, a: _constant_of_shape(x[0], a.get("value")),
 }
+
+
+def _constant_of_shape(shape: np.ndarray, value: onnx.TensorProto | None) -> np.ndarray:
+    """ConstantOfShape (the TF-"same" pads chains of torch exports start with one): zeros unless ``value``."""
+    v = numpy_helper.to_array(value).ravel() if value is not None else np.zeros(1, np.float32)
+    return np.full([int(d) for d in shape], v[0], v.dtype)
 
 
 def _slice(x: list[np.ndarray], a: dict) -> np.ndarray:
