@@ -100,3 +100,15 @@ def test_match_pairs_through_renames_and_replacements_pair_regions():
     other.graph.node[1].op_type = "Sigmoid"
     c = build_graph(ModelHandle(other), "c")
     assert replacements(a, c, match(a, c)) == [{"removed": ["relu1"], "added": ["relu1"]}]
+
+
+def test_attributes_named_like_view_summaries_are_still_compared():
+    """The view's conv summaries (groups, bias, ...) are left out of conv attributes only: Shrink's bias stays."""
+    def shrink(bias: float) -> onnx.ModelProto:
+        g = helper.make_graph([helper.make_node("Shrink", ["x"], ["y"], bias=bias, name="shrink")], "s",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    r = diff(shrink(0.5), shrink(0.25))
+    assert [c["attributes"] for c in r["changed"]] == [{"bias": [0.5, 0.25]}]

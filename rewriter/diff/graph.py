@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from ..errors import RewriteError
-from ..graph import GraphView
+from ..graph import CONV_KINDS, GraphView
 from ..graph import view as graph_view
 from ..jsonable import jsonable
 from ..model import ModelHandle
@@ -50,9 +50,9 @@ PARAM_OPS = CONV_OPS | {"Gemm", "MatMul", "BatchNormalization", "PRelu", "Instan
 AFFINE_OPS = {"Add", "Mul", "Sub", "Div"}
 SMALL_CONST = 16  # constant inputs up to this many elements are compared by value, as pseudo-attributes
 PSEUDO_OPS = ("<input>", "<output>")
-# keys the graph view derives for convolutions and resizes: summaries, not attributes of the op itself
-VIEW_DERIVED = frozenset({"groups", "weight_shape", "bias", "weight_quantizer", "group_layout", "bias_add",
-                          "biased_output", "resize"})
+# keys the graph view derives for convolutions: summaries, not attributes of the op itself
+CONV_DERIVED = frozenset({"groups", "weight_shape", "bias", "weight_quantizer", "group_layout", "bias_add",
+                          "biased_output"})
 
 
 @dataclass
@@ -273,8 +273,12 @@ def _structural(n, inputs: list[Const], port: int) -> str:
 
 
 def _own_attrs(n) -> dict[str, Any]:
-    """The op's own attributes: the view's derived keys left out (and its ``pads`` summary of IR pads)."""
-    derived = VIEW_DERIVED | ({"pads"} if "pads_begin" in n.attrs else set())
+    """The op's own attributes: what the view derives for convolutions (and its ``pads`` summary of IR pads)
+    and resizes left out."""
+    if n.kind in CONV_KINDS:
+        derived = CONV_DERIVED | ({"pads"} if "pads_begin" in n.attrs else set())
+    else:
+        derived = {"resize"} if n.kind == "resize" else set()
     return {k: a for k, a in n.attrs.items() if k not in derived}
 
 
