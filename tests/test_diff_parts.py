@@ -8,7 +8,7 @@ from conftest import make_tiny
 from onnx import TensorProto, helper, numpy_helper
 
 from rewriter.diff import build_graph, diff, match, replacements
-from rewriter.diff.graph import digest
+from rewriter.diff.values import digest
 from rewriter.model import ModelHandle
 
 W = (np.random.default_rng(3).standard_normal((4, 4, 3, 3)) * 0.2).astype(np.float32)

@@ -4,6 +4,7 @@
   to the ops that read them, ONNX vocabulary, IR fused ops folded back);
 - ``match``: nodes matched by connectivity (not names), removed regions paired with what replaced them;
 - ``assemble``: the report (``diff``): op counts, changes, parameters, MACs, tags, fidelity, latency;
+- ``values``: content digests of constants (robust to FP16 storage) and their JSON display;
 - ``command``: the ``rewrite diff`` handler (``run_diff``).
 """
 

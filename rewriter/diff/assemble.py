@@ -13,8 +13,9 @@ import numpy as np
 
 from ..errors import RewriteError
 from ..model import ModelHandle
-from .graph import Const, Graph, Node, build_graph, report_value, small_value
+from .graph import Const, Graph, Node, build_graph
 from .match import match, replacements
+from .values import report_value, small_value
 
 WEIGHT_RTOL = 1e-3  # weight changes below this × the largest weight are rounding (FP16 storage: ≤ 4.9e-4)
 _NO_DEFAULT = object()

@@ -29,8 +29,8 @@ import onnx
 from ..errors import RewriteError
 from ..graph import CONV_KINDS, GraphView
 from ..graph import view as graph_view
-from ..jsonable import jsonable
 from ..model import ModelHandle
+from .values import digest, report_value
 
 # IR op types shown in ONNX vocabulary (anything not listed keeps its IR name)
 IR_TO_ONNX = {
@@ -179,45 +179,6 @@ class Graph:
     @property
     def ops(self) -> list[Node]:
         return [n for n in self.nodes if not n.pseudo]
-
-
-# ---- values ------------------------------------------------------------------------------------------------
-def digest(a: np.ndarray) -> str:
-    """Content hash robust to FP16 weight compression: floats are hashed after rounding to float16."""
-    a = np.asarray(a)
-    if a.dtype.kind == "f":
-        with np.errstate(over="ignore"):
-            a = a.astype(np.float16)
-    elif a.dtype.kind in "iub":
-        a = a.astype(np.int64)
-    h = hashlib.sha1(str(a.shape).encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
-def small_value(value: np.ndarray | None) -> Any:
-    """A small constant as a JSON-able list (floats rounded for display)."""
-    if value is None:
-        return None
-    v = np.asarray(value)
-    if v.dtype.kind == "f":
-        return [float(f"{x:.6g}") for x in v.ravel()]
-    if v.dtype.kind in "iub":
-        return [int(x) for x in v.ravel()]
-    return [str(x) for x in v.ravel()]
-
-
-def _onnx_special(x: Any) -> Any:
-    if isinstance(x, onnx.TensorProto):
-        return small_value(onnx.numpy_helper.to_array(x))
-    if isinstance(x, onnx.GraphProto):
-        return f"<graph {x.name}>"
-    return None
-
-
-def report_value(x: Any) -> Any:
-    """``x`` as JSON data; ONNX tensor attributes become value lists, subgraphs their name."""
-    return jsonable(x, _onnx_special)
 
 
 @functools.cache
