@@ -215,8 +215,9 @@ def add_cost_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cost(args: argparse.Namespace) -> int:
     """Handler of `rewrite cost`; bad input raises RewriteError (exit 2) before any costing."""
+    from ..io import atomic_write
     from ..model import check_output_path
-    from ..report import _atomic_write, write_json
+    from ..report import write_json
 
     src = Path(args.model)
     if not src.exists():
@@ -234,9 +235,9 @@ def run_cost(args: argparse.Namespace) -> int:
     if args.report:
         write_json(rep, args.report)
     if args.svg:
-        _atomic_write(args.svg, cost_svg(rep))
+        atomic_write(args.svg, cost_svg(rep))
     if args.html:
-        _atomic_write(args.html, cost_html(rep))
+        atomic_write(args.html, cost_html(rep))
     if not args.quiet:
         print(render_cost_text(rep, top=args.top))
     return 0

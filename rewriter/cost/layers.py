@@ -1,6 +1,6 @@
 """One op-level description of a model, from either format (ONNX or OpenVINO IR).
 
-Each adapter (``_onnx_layers``, ``_ir_layers``) only reads shapes and attributes; ``_make_layer`` does the
+Each adapter (``_onnx_layers``, ``_ir_layers``) only reads shapes and attributes; ``make_layer`` does the
 arithmetic (MACs, element counts) once for both. Constant subgraphs (weights, shape computations such as the
 TF-"same" pad chains) become kind ``shape`` and cost nothing: a compiler folds them.
 """
@@ -110,13 +110,13 @@ def layers(model: ModelHandle | Any, input_shape: dict[str, list[int]] | list[in
     dims not given are set to batch 1, 3 channels, 288x512.
     """
     handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
-    fixed = _fixed_input_shapes(handle, input_shape)
+    fixed = fixed_input_shapes(handle, input_shape)
     if handle.format == "ir":
         return _ir_layers(handle, fixed)
     return _onnx_layers(handle, fixed)
 
 
-def _fixed_input_shapes(handle: ModelHandle, input_shape) -> dict[str, list[int]]:
+def fixed_input_shapes(handle: ModelHandle, input_shape) -> dict[str, list[int]]:
     ins = handle.inputs()
     given: dict[str, list[int]] = {}
     if isinstance(input_shape, dict):
@@ -143,7 +143,7 @@ def _prod(shape) -> int:
 
 
 # ---- the shared arithmetic -------------------------------------------------------------------------------
-def _make_layer(node: str, op_type: str, kind: str, in_shapes: list[list[int]], out_shape: list[int],
+def make_layer(node: str, op_type: str, kind: str, in_shapes: list[list[int]], out_shape: list[int],
                 *, weight_shape: list[int] | None = None, groups: int = 1, stride=(1, 1), kernel=(1, 1),
                 precision: str = "fp32", tag: str | None = None, attrs: dict | None = None,
                 weight_layout: str = "oihw") -> LayerInfo:
@@ -194,7 +194,7 @@ def _conv_kind(groups: int, cin: int | None, cout: int | None, transposed: bool)
     return "gconv" if groups > 1 else "conv"
 
 
-def _resize_attrs(mode: str, coordinate_mode: str, in_shape: list[int], out_shape: list[int]) -> dict[str, Any]:
+def resize_attrs(mode: str, coordinate_mode: str, in_shape: list[int], out_shape: list[int]) -> dict[str, Any]:
     scales = [o / i if i else 0.0 for i, o in zip(in_shape[2:], out_shape[2:])]
     integer = bool(scales) and all(s >= 1 and abs(s - round(s)) < 1e-6 for s in scales)
     return {"mode": mode, "coordinate_mode": coordinate_mode, "scale": [round(s, 6) for s in scales],
@@ -277,7 +277,7 @@ def _onnx_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[Layer
         ins_ = [i for i in n.inputs if i]
         if n.op_type in _FOLDED or (ins_ and all(i in const for i in ins_)):
             const.update(o for o in n.outputs if o)  # folded by any compiler: weights, shape chains
-            out.append(_make_layer(n.id, n.op_type, "shape", [], shapes.get(n.outputs[0], []), tag=v.tags.get(n.id)))
+            out.append(make_layer(n.id, n.op_type, "shape", [], shapes.get(n.outputs[0], []), tag=v.tags.get(n.id)))
             continue
         act_ins = [i for i in ins_ if i not in const]
         in_shapes = [shapes[i] for i in act_ins if i in shapes]
@@ -314,26 +314,26 @@ def _onnx_layer(n: Node, act_ins, in_shapes, out_shape, shapes, const, prec, tag
         kernel = tuple(attrs.get("kernel_shape", w[2:] if w and len(w) >= 4 else [1, 1]))[:2]
         stride = tuple(attrs.get("strides", [1, 1]))[:2]
         kind = _conv_kind(groups, cin, out_shape[1] if len(out_shape) > 1 else None, transposed)
-        return _make_layer(name, op, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
+        return make_layer(name, op, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
                            stride=stride or (1, 1), kernel=kernel or (1, 1),
                            weight_layout="iohw" if transposed else "oihw", **common)
     if op in ("Gemm", "MatMul") and len(n.inputs) > 1 and n.inputs[1] in const:
         w = shapes.get(n.inputs[1])
         if w is not None and op == "Gemm" and not attrs.get("transB", 0):
             w = list(reversed(w))  # Gemm stores [K, N] unless transB; use [N, K]
-        return _make_layer(name, op, "conv", in_shapes[:1], out_shape, weight_shape=w, **common)
+        return make_layer(name, op, "conv", in_shapes[:1], out_shape, weight_shape=w, **common)
     if op in ("Resize", "Upsample"):
         mode = attrs.get("mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         cm = attrs.get("coordinate_transformation_mode", b"half_pixel" if op == "Resize" else b"asymmetric")
         cm = cm.decode() if isinstance(cm, bytes) else str(cm)
-        ra = _resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
-        return _make_layer(name, op, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
+        ra = resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
+        return make_layer(name, op, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
     if op in _ONNX_POOL:
         k = attrs.get("kernel_shape")
         if k is None and in_shapes and len(in_shapes[0]) == 4:  # global pool: the whole plane
             k = in_shapes[0][2:]
-        return _make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
+        return make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
     mode = attrs.get("mode", "constant")
     family = ("quant" if op in _ONNX_QUANT else "eltwise" if op in _ONNX_ELTWISE else "activation"
@@ -347,21 +347,21 @@ def _plain_layer(name: str, op: str, family: str, in_shapes, out_shape, common: 
     """Layers both adapters build alike once they have named the op's family (quant, eltwise, activation,
     concat, pad, reshape; anything else is ``other``). ``const_operand``: an eltwise with one activation input."""
     if family == "quant":
-        return _make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
+        return make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
     if family == "eltwise":
         if const_operand:  # per-tensor/per-channel constant operand (bias, scale, clamp bound): an activation
-            return _make_layer(name, op, "activation", in_shapes, out_shape,
+            return make_layer(name, op, "activation", in_shapes, out_shape,
                                attrs={"function": op, "const_operand": True}, **common)
-        return _make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
+        return make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
     if family == "activation":
-        return _make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
+        return make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
     if family == "concat":
-        return _make_layer(name, op, "concat", in_shapes, out_shape, **common)
+        return make_layer(name, op, "concat", in_shapes, out_shape, **common)
     if family == "pad":
-        return _make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
+        return make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
     if family == "reshape":
-        return _make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
-    return _make_layer(name, op, "other", in_shapes, out_shape, **common)
+        return make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
+    return make_layer(name, op, "other", in_shapes, out_shape, **common)
 
 
 # ---- OpenVINO IR adapter ---------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def _ir_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[LayerIn
         if t in _IR_SHAPE or (src_ops and all(s.get_friendly_name() in const_ops for s in src_ops)):
             const_ops.add(name)
             if t not in ("Constant",):  # Constants are not layers at all
-                out.append(_make_layer(name, t, "shape", [], _ov_shape(op, 0), tag=tags.get(name)))
+                out.append(make_layer(name, t, "shape", [], _ov_shape(op, 0), tag=tags.get(name)))
             continue
         if t in ("Parameter", "Result"):
             continue
@@ -440,24 +440,24 @@ def _ir_layer(op, t: str, name: str, in_shapes, out_shape, prec: str, tag: str |
         kind = _conv_kind(groups, cin, out_shape[1] if len(out_shape) > 1 else None, transposed)
         kernel = tuple(w[-2:]) if len(w) >= 4 else (1, 1)
         layout = ("g" if grouped else "") + ("iohw" if transposed else "oihw")
-        return _make_layer(name, t, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
+        return make_layer(name, t, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
                            stride=tuple(attrs.get("strides", [1, 1]))[:2], kernel=kernel, weight_layout=layout,
                            **common)
     if t == "MatMul" and len(in_shapes) == 1:
         w = _ov_in_shape(op, 1)
         if w and not attrs.get("transpose_b", False):
             w = list(reversed(w))
-        return _make_layer(name, t, "conv", in_shapes, out_shape, weight_shape=w, **common)
+        return make_layer(name, t, "conv", in_shapes, out_shape, weight_shape=w, **common)
     if t == "Interpolate":
         mode = str(attrs.get("mode", "nearest"))
         cm = str(attrs.get("coordinate_transformation_mode", "half_pixel"))
-        ra = _resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
-        return _make_layer(name, t, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
+        ra = resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
+        return make_layer(name, t, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
     if t in _IR_POOL:
         k = attrs.get("kernel")
         if k is None and in_shapes and len(in_shapes[0]) == 4:
             k = in_shapes[0][2:]
-        return _make_layer(name, t, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
+        return make_layer(name, t, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
                            stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
     family = ("quant" if t == "FakeQuantize" else "eltwise" if t in _IR_ELTWISE else "activation"
               if t in _IR_ACT else "reshape" if t in _IR_VIEW else t.lower())
@@ -478,6 +478,6 @@ def synthetic_conv(*, cin: int, cout: int, k: int, h: int, w: int, groups: int =
         ho, wo = math.ceil(h / stride), math.ceil(w / stride)
         wshape = [cout, cin // groups, k, k]
     kind = _conv_kind(groups, cin, cout, transposed)
-    return _make_layer(node, "ConvTranspose" if transposed else "Conv", kind, [[1, cin, h, w]],
+    return make_layer(node, "ConvTranspose" if transposed else "Conv", kind, [[1, cin, h, w]],
                        [1, cout, ho, wo], weight_shape=wshape, groups=groups, stride=(stride, stride),
                        kernel=(k, k), precision=precision, weight_layout="iohw" if transposed else "oihw")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import RewriteError
 from ..model import ModelHandle, ov_core
-from .layers import _fixed_input_shapes, layers
+from .layers import fixed_input_shapes, layers
 
 
 def _handle(model: ModelHandle | Any) -> ModelHandle:
@@ -66,7 +66,7 @@ def measure_ab(a: ModelHandle | Any, b: ModelHandle | Any, runs: int = 20, warmu
     if runs < 1:
         raise RewriteError(f"measure runs={runs}: must be >= 1")
     ha, hb = _handle(a), _handle(b)
-    fa, fb = _fixed_input_shapes(ha, input_shape), _fixed_input_shapes(hb, input_shape)
+    fa, fb = fixed_input_shapes(ha, input_shape), fixed_input_shapes(hb, input_shape)
     ca, _ = _compiled(ha, fa, threads=threads)
     cb, _ = _compiled(hb, fb, threads=threads)
     ra, rb = ca.create_infer_request(), cb.create_infer_request()
@@ -140,7 +140,7 @@ class _PerfSession:
     def __init__(self, model: ModelHandle | Any, threads: int | None = None,
                  input_shape: dict[str, list[int]] | list[int] | None = None, warmup: int = 1):
         self.handle = _handle(model)
-        self.fixed = _fixed_input_shapes(self.handle, input_shape)
+        self.fixed = fixed_input_shapes(self.handle, input_shape)
         self.compiled, self.ovm = _compiled(self.handle, self.fixed, perf=True, threads=threads)
         self.req = self.compiled.create_infer_request()
         self.x = _feed(self.handle, self.fixed)
