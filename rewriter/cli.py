@@ -262,7 +262,8 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     say = RunProgress(steps_for(len(passes), not args.no_verify, args.measure), mode)
     shown = ExitStack()  # a bar on a TTY; NNCF's log lines go through it; closed before the report prints
     shown.enter_context(say)
-    shown.enter_context(nncf_into(say, args.quiet))
+    if any(p.quantizes for p in passes):  # importing NNCF costs ~5 s and ~200 MB: only when a pass uses it
+        shown.enter_context(nncf_into(say, args.quiet))
     try:
         _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
                             images=args.images, targets=targets, verify=not args.no_verify,
@@ -272,7 +273,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             allow_overlap=args.allow_overlap,
                             alongside=args.alongside, alongside_ms=args.alongside_ms,
                             verbosity=-1 if args.quiet else int(args.verbose), progress=say,
-                            input_shape=args.input_shape)
+                            input_shape=args.input_shape, checked=pre)
         report["input"] = str(src)
     except GateFailed as e:
         report = e.report or {}
