@@ -186,16 +186,6 @@ def render_cost_text(report: dict[str, Any], top: int = 10) -> str:
 
 
 # ---- command line ----------------------------------------------------------------------------------------
-def _shape(text: str) -> list[int]:
-    try:
-        dims = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: use e.g. 1,3,288,512") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: dimensions must be positive integers")
-    return dims
-
-
 def add_cost_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `rewrite cost`."""
     p.add_argument("model", help="model to cost: .onnx or OpenVINO .xml (with its .bin)")
@@ -208,7 +198,9 @@ def add_cost_arguments(p: argparse.ArgumentParser) -> None:
     from ..cli import add_alongside_arguments
 
     add_alongside_arguments(p)
-    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W", help="fix a dynamic input, e.g. 1,3,288,512")
+    from ..cli import add_input_shape_argument
+
+    add_input_shape_argument(p)
     p.add_argument("--top", type=int, default=10, help="layers printed per target (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
@@ -229,8 +221,12 @@ def run_cost(args: argparse.Namespace) -> int:
         if extra:
             check_output_path(Path(extra), src)
     targets = tuple(dict.fromkeys(args.target or TARGETS))
-    rep = cost_report(src, targets, precision=args.precision, alongside_models=args.alongside,
-                      alongside_ms=args.alongside_ms, input_shape=args.input_shape)
+    from ..graph import parse_input_shape
+
+    handle = ModelHandle.load(src)
+    shape = parse_input_shape(args.input_shape, handle)
+    rep = cost_report(handle, targets, precision=args.precision, alongside_models=args.alongside,
+                      alongside_ms=args.alongside_ms, input_shape=shape)
     rep["input"] = str(src)
     if args.report:
         write_json(rep, args.report)
