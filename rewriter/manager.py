@@ -93,6 +93,8 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     pre = checked or preflight(model, passes, opts=opts, output=output, to=to, targets=targets, budget=budget,
                                calib=calib, images=images)  # everything refusable is refused before any pass runs
     original, plist = pre.handle, pre.passes
+    if not verify and not measure:  # nothing reads the original's weights again: the first edit takes them
+        original.donate_weights()
     for note in pre.notes:
         say(note)
     if isinstance(budget, str):

@@ -71,7 +71,7 @@ def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphVi
     """The :class:`GraphView` of a :class:`~rewriter.model.ModelHandle` in its current state (cached)."""
     if model.format == "onnx" and getattr(model, "shared", False):  # a lazy clone reads its source's view
         return view(model._cow, input_shape)
-    key = (model.version, id(model.proto if model.format == "onnx" else model.ov),
+    key = (model.version, id(model.graph_proto if model.format == "onnx" else model.ov),
            repr(sorted((input_shape or {}).items())))
     cached = getattr(model, "_view", None)
     if cached is not None and cached[0] == key:
