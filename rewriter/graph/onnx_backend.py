@@ -160,6 +160,7 @@ def _conv_attrs(node: Node, inits: dict, producers: dict) -> None:
         a["weight_shape"] = dims
     if len(n.input) > 2 and n.input[2]:
         a["bias"] = n.input[2]
+    a["can_take_bias"] = True  # a bias is the conv's own third input
     node.kind = conv_kind(dims, groups)
 
 

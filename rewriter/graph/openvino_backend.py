@@ -203,6 +203,7 @@ def _conv_attrs(node: Node, op) -> None:
                 and other.get_node().get_type_name() in ("Constant", "Convert"):
             a["bias"], a["bias_add"] = tensor_id(other), add.get_friendly_name()
             a["biased_output"] = tensor_id(add.output(0))
+    a["can_take_bias"] = "bias_add" in a  # a bias lives in the Add after the conv: none, no bias
     node.kind = conv_kind(dims, a["groups"]) if nsp else "other"
 
 
