@@ -301,17 +301,13 @@ class ModelHandle:
         return [o.get_any_name() for o in self.ov.outputs]
 
     def op_types(self) -> dict[str, int]:
-        """Operation census {op type: count}, constants and parameters excluded."""
+        """Operation census {op type: count} from the graph view; constants, inputs and outputs excluded."""
+        from .graph import view
+
         counts: dict[str, int] = {}
-        if self.format == "onnx":
-            for n in self.graph_proto.graph.node:
-                if n.op_type != "Constant":  # weights, as IR Constants are
-                    counts[n.op_type] = counts.get(n.op_type, 0) + 1
-        else:
-            for op in self.ov.get_ops():
-                t = op.get_type_name()
-                if t not in ("Constant", "Parameter", "Result"):
-                    counts[t] = counts.get(t, 0) + 1
+        for n in view(self).nodes:
+            if n.kind not in ("constant", "input", "output"):  # weights and graph boundaries are not operations
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
         return dict(sorted(counts.items()))
 
     # ---- validation ----------------------------------------------------------------------------------
