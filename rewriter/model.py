@@ -57,7 +57,7 @@ class ModelHandle:
         self.source = source
         self.external_data = external_data
         self.version = 0  # bumped by every edit: the cached graph view (rewriter.graph.view) is per version
-        self._view: tuple | None = None
+        self.view_cache: tuple | None = None  # (key, GraphView) of rewriter.graph.view
         self._donor = False  # the first lazy clone that edits takes this proto (see donate_weights)
         self._hollow = False  # the large weights' data was given away; read back from the source file on demand
         self._stat: tuple[int, int] | None = None  # (size, mtime) of the source file when it was read
@@ -120,7 +120,7 @@ class ModelHandle:
         if self._donor and not self._hollow and self._stat == _file_stat(self.source):
             given, self._onnx = self._onnx, _hollow_copy(self._onnx)
             self._donor, self._hollow = False, True
-            self._view = None
+            self.view_cache = None
             return given
         return _copy_proto(self.proto)
 
@@ -130,7 +130,12 @@ class ModelHandle:
             raise RewriteError(f"{self.source}: changed on disk since it was read; its weights cannot be read back")
         self._onnx, _ = _load_onnx(self.source)
         self._hollow = False
-        self._view = None
+        self.view_cache = None
+
+    @property
+    def shares(self) -> ModelHandle | None:
+        """The handle whose proto this lazy clone still reads (None once it has its own)."""
+        return self._cow
 
     @property
     def shared(self) -> bool:
@@ -149,7 +154,7 @@ class ModelHandle:
     def touch(self) -> None:
         """Mark the model as edited (drops the cached graph view)."""
         self.version += 1
-        self._view = None
+        self.view_cache = None
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod

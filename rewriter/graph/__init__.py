@@ -70,10 +70,10 @@ def parse_input_shape(spec: str | dict | list | None, model: Any) -> dict[str, l
 def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of a :class:`~rewriter.model.ModelHandle` in its current state (cached)."""
     if model.format == "onnx" and getattr(model, "shared", False):  # a lazy clone reads its source's view
-        return view(model._cow, input_shape)
+        return view(model.shares, input_shape)
     key = (model.version, id(model.graph_proto if model.format == "onnx" else model.ov),
            repr(sorted((input_shape or {}).items())))
-    cached = getattr(model, "_view", None)
+    cached = model.view_cache
     if cached is not None and cached[0] == key:
         return cached[1]
     if model.format == "onnx":
@@ -81,7 +81,7 @@ def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphVi
     else:
         from .openvino_backend import build_view
     v = build_view(model, input_shape)
-    model._view = (key, v)
+    model.view_cache = (key, v)
     return v
 
 

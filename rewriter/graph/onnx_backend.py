@@ -76,10 +76,10 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
             shapes_cache.update(_shapes(m, inits, input_shape, dtypes))
         return shapes_cache
 
-    view = GraphView("onnx", nodes, graph_inputs, [o.name for o in g.output], ops, lambda t: None, shapes,
-                     dtypes, tags, handle.name)
     weights = _Weights(handle, inits) if handle.hollow else inits
-    view._const_of = lambda t: _const(t, weights, producers, view)
+    # constants fold Shape ops through the view's shapes: the closure reads ``view`` once it exists
+    view = GraphView("onnx", nodes, graph_inputs, [o.name for o in g.output], ops,
+                     lambda t: _const(t, weights, producers, view), shapes, dtypes, tags, handle.name)
     for node in view.of_kind("resize"):
         node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view

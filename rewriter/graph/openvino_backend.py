@@ -75,8 +75,8 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
 
     view = GraphView("ir", nodes, [tensor_id(p.output(0)) for p in m.get_parameters()],
                      [tensor_id(r.input_value(0)) for r in m.get_results()], 13,
-                     lambda tid: _const(outputs.get(tid)), shapes, dtypes, handle.tags(), handle.name)
-    view._names = {tid: tuple(sorted(o.get_names())) for tid, o in outputs.items()}
+                     lambda tid: _const(outputs.get(tid)), shapes, dtypes, handle.tags(), handle.name,
+                     names={tid: tuple(sorted(o.get_names())) for tid, o in outputs.items()})
     for node in view.of_kind("resize"):
         node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view
