@@ -122,6 +122,10 @@ class ModelHandle:
             self._donor, self._hollow = False, True
             self.view_cache = None
             return given
+        if self._hollow:  # the weights went to an earlier clone: this one reads its own from the file
+            if self._stat != _file_stat(self.source):
+                raise RewriteError(f"{self.source}: changed on disk since it was read; its weights cannot be read back")
+            return _load_onnx(self.source)[0]
         return _copy_proto(self.proto)
 
     def _reload(self) -> None:

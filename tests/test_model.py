@@ -231,6 +231,12 @@ def test_donated_weights_are_read_back_from_the_file(tmp_path):
     np.testing.assert_array_equal(view(h).const("w"), want)  # a value does
     assert not h.hollow
     c.onnx.graph.initializer[0].raw_data = np.zeros(want.size, np.float32).tobytes()  # the clone is its own
+    h2 = ModelHandle.load(p)
+    assert h2.donate_weights()
+    h2.clone().onnx  # noqa: B018 (takes the proto)
+    d = h2.clone()
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(d.onnx.graph.initializer[0]), want)
+    assert h2.hollow  # a later clone that edits reads its own copy from the file; the donor stays light
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(h.proto.graph.initializer[0]), want)
 
 
