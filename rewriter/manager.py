@@ -15,13 +15,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import engine
 from .errors import GateFailed, InvalidGraph, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
 from .passbase import Pass, PassContext
+
+if TYPE_CHECKING:
+    from .preflight import Checked
 
 ON_FAIL = ("rollback", "stop", "keep")
 TARGETS = ("kmb", "mtl", "cpu")
@@ -66,7 +69,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             locate: bool = True, progress: Callable[[str], None] | None = None,
             input_shape: str | dict[str, list[int]] | None = None, alongside: list | None = None,
             alongside_ms: float | None = None, allow_overlap: bool = False,
-            checked: Any = None) -> tuple[ModelHandle, dict]:
+            checked: Checked | None = None) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Inputs are split three ways (``rewriter.inputs.split_inputs``): passes fit on the calibration split,
