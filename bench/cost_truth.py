@@ -91,21 +91,21 @@ def dwpw_table(sizes=(16, 32, 64, 128, 256)) -> list[dict]:
 def separable_matmul_us(target: str, c: int, h: int, w: int, precision: str = "fp16") -> dict:
     """Exact align_corners x2 as Y = A X B^T: two constant MatMuls (dense on the DPU: a 1x1 conv with the
     resized axis as channels) and three MemPermutes (DMA copies; through DDR when the tensor exceeds CMX)."""
-    from rewriter.cost.layers import _make_layer
-    from rewriter.cost.model import _RUNTIME_CMX, _dpu_time, get_profile
+    from rewriter.cost.layers import make_layer
+    from rewriter.cost.model import RUNTIME_CMX, dpu_time, get_profile
 
     p = get_profile(target)
     bpe = 1 if precision == "int8" else 2
     # W pass: [C*H pixels, W channels] -> 2W; H pass: [C*2W pixels, H channels] -> 2H
-    mw = _make_layer("mm_w", "Conv", "conv", [[1, w, c * h, 1]], [1, 2 * w, c * h, 1], weight_shape=[2 * w, w, 1, 1],
+    mw = make_layer("mm_w", "Conv", "conv", [[1, w, c * h, 1]], [1, 2 * w, c * h, 1], weight_shape=[2 * w, w, 1, 1],
                      precision=precision)
-    mh = _make_layer("mm_h", "Conv", "conv", [[1, h, c * 2 * w, 1]], [1, 2 * h, c * 2 * w, 1],
+    mh = make_layer("mm_h", "Conv", "conv", [[1, h, c * 2 * w, 1]], [1, 2 * h, c * 2 * w, 1],
                      weight_shape=[2 * h, h, 1, 1], precision=precision)
-    mm_us = _dpu_time("conv", mw, p, precision)[0] + _dpu_time("conv", mh, p, precision)[0]
+    mm_us = dpu_time("conv", mw, p, precision)[0] + dpu_time("conv", mh, p, precision)[0]
     perm_us = 0.0
     for elems in (c * h * w, c * h * 2 * w, c * 4 * h * w):  # in, between the passes, out
         b = elems * bpe
-        fits = b / p.tiles <= p.cmx_bytes_per_tile - _RUNTIME_CMX
+        fits = b / p.tiles <= p.cmx_bytes_per_tile - RUNTIME_CMX
         perm_us += b / (p.cmx_bytes_per_cycle * p.dpu_clock_mhz if fits else p.ddr_gbps * 1e3 / 2) + p.dma_latency_us
     return {"matmul_us": mm_us, "permute_us": perm_us, "total_us": mm_us + perm_us,
             "macs": mw.macs + mh.macs}
@@ -115,8 +115,8 @@ def interp_matmul_table(hw=(288, 512)) -> list[dict]:
     """Stretch: the exact separable-MatMul form of MiDaS's four align_corners x2 resizes vs the compiler's
     lowering (SHAVE kernel or per-line GroupConvs) and vs half_pixel / asymmetric, per chip, FP16 and INT8."""
     from rewriter.cost import resize_lowering
-    from rewriter.cost.layers import _make_layer, _resize_attrs
-    from rewriter.cost.model import _lowered_resize_us, get_profile
+    from rewriter.cost.layers import make_layer, resize_attrs
+    from rewriter.cost.model import get_profile, lowered_resize_us
 
     rows = []
     print(f"\nexact align_corners x2 as separable MatMuls (MiDaS small at {hw[1]}x{hw[0]}), us")
@@ -132,9 +132,9 @@ def interp_matmul_table(hw=(288, 512)) -> list[dict]:
                 costs = {}
                 for cm in ("align_corners", "half_pixel", "asymmetric"):
                     low = resize_lowering("linear", cm, ins, outs, t, precision=prec)
-                    li = _make_layer("up", "Resize", "resize", [ins], outs, precision=prec,
-                                     attrs=_resize_attrs("linear", cm, ins, outs))
-                    costs[cm] = (low.engine, _lowered_resize_us(low, li, p, prec, 0, False))
+                    li = make_layer("up", "Resize", "resize", [ins], outs, precision=prec,
+                                     attrs=resize_attrs("linear", cm, ins, outs))
+                    costs[cm] = (low.engine, lowered_resize_us(low, li, p, prec, 0, False))
                 mm = separable_matmul_us(t, c, h, w, prec)
                 tot["today"] += costs["align_corners"][1]
                 tot["matmul"] += mm["total_us"]

@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _model_path(name: str, reuse: bool) -> Path:
     if Path(name).suffix in (".onnx", ".xml") and Path(name).exists():
         return Path(name)
-    from .run import _fixture
+    from .run import fixture
 
-    path, note = _fixture(name, reuse)
+    path, note = fixture(name, reuse)
     if note:
         print(f"bench.optimize: {note}", flush=True)
     return path

@@ -143,7 +143,7 @@ def prepare_model(m: ModelSpec, work: Path, reuse: bool = False) -> dict:
         if Path(m.fixture).suffix in (".onnx", ".xml") and Path(m.fixture).exists():
             path = Path(m.fixture)  # a model file given directly: bench the user's own model
         else:
-            path, note = _fixture(m.fixture, reuse)
+            path, note = fixture(m.fixture, reuse)
             if note:
                 info["fixture_note"] = note
                 print(f"bench: {m.key}: {note}", flush=True)
@@ -174,7 +174,7 @@ def heldout_count(m: ModelSpec) -> int:
     return min(len(HELDOUT_PHOTOS), max(2, m.verify_images + 1))
 
 
-def _fixture(name: str, reuse: bool = False) -> tuple[Path, str | None]:
+def fixture(name: str, reuse: bool = False) -> tuple[Path, str | None]:
     """fixture_path(name), or with ``reuse`` the newest cached build of it under any builder key.
 
     If building fails, the newest cached build is used too; the returned note says which file and why.

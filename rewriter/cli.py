@@ -52,6 +52,13 @@ def check_alongside_arguments(args: argparse.Namespace) -> None:
         raise RewriteError(f"--alongside-ms {args.alongside_ms}: must be a number >= 0")
 
 
+def add_input_shape_argument(p: argparse.ArgumentParser) -> None:
+    """``--input-shape``, shared by ``rewrite``, ``rewrite cost`` and ``optimize``; every handler parses it with the
+    one parser, ``rewriter.graph.parse_input_shape`` (one error format, checked against the model's inputs)."""
+    p.add_argument("--input-shape", metavar="SHAPE",
+                   help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rewrite", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -98,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime for verification (ort: onnxruntime, ONNX only)")
     p.add_argument("--measure", action="store_true", help="measure CPU latency before/after (interleaved A/B)")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
-    p.add_argument("--input-shape", metavar="SHAPE",
-                   help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
+    add_input_shape_argument(p)
     add_alongside_arguments(p)
     p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
@@ -209,8 +215,7 @@ def optimize_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=("latency", "fit-frame"), default="latency",
                    help="latency: fastest within budget; fit-frame: least fidelity cost whose first-target latency "
                         "plus --alongside fits the 16.67 ms frame")
-    p.add_argument("--input-shape", metavar="SHAPE",
-                   help="pin dynamic input dims for shapes and costs, e.g. 1,3,288,512 (or NAME:1,3,288,512)")
+    add_input_shape_argument(p)
     add_alongside_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and the output path")
     p.add_argument("-v", "--verbose", action="store_true", help="every candidate site in the table")
@@ -298,6 +303,9 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                     reports=(args.report, args.md, args.html), targets=targets, budget=args.budget,
                     calib=args.calib, images=args.images)
     handle, passes, out = pre.handle, pre.passes, pre.output
+    from .graph import parse_input_shape
+
+    shape = parse_input_shape(args.input_shape, handle)  # a bad --input-shape is refused before any pass
     check_alongside_arguments(args)  # fail before the passes run, not after
     code = 0
     from contextlib import ExitStack
@@ -308,7 +316,8 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     say = RunProgress(steps_for(len(passes), not args.no_verify, args.measure), mode)
     shown = ExitStack()  # a bar on a TTY; NNCF's log lines go through it; closed before the report prints
     shown.enter_context(say)
-    shown.enter_context(nncf_into(say, args.quiet))
+    if any(p.quantizes for p in passes):  # importing NNCF costs ~5 s and ~200 MB: only when a pass uses it
+        shown.enter_context(nncf_into(say, args.quiet))
     try:
         _, report = rewrite(handle, passes, output=out, to=args.to, calib=args.calib,
                             images=args.images, targets=targets, verify=not args.no_verify,
@@ -318,7 +327,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             allow_overlap=args.allow_overlap,
                             alongside=args.alongside, alongside_ms=args.alongside_ms,
                             verbosity=-1 if args.quiet else int(args.verbose), progress=say,
-                            input_shape=args.input_shape)
+                            input_shape=shape, checked=pre)
         report["input"] = str(src)
     except GateFailed as e:
         report = e.report or {}

@@ -70,7 +70,7 @@ def conv_info(v: GraphView, node: Node) -> ConvInfo:
     if "bias" in a:
         c.bias = v.bias(node)
         c.bias_dynamic = c.bias is None and "bias_add" not in a
-    c.can_take_bias = "bias_add" in a or v.format == "onnx"
+    c.can_take_bias = bool(a.get("can_take_bias"))
     return c
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RewriteError
-from .model import ModelHandle, ir_const
+from .model import ModelHandle
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -85,39 +85,45 @@ def image_input(model: ModelHandle) -> tuple[str, int, int, str] | None:
     return name, h, w, layout
 
 
+_MEAN_OPS = ("Subtract", "Sub", "Add", "Multiply", "Mul", "Divide", "Div")  # both formats' spellings
+_PASS_THROUGH = ("Convert", "Cast", "Reshape", "Transpose")
+
+
 def detect_preprocess(model: ModelHandle) -> str:
-    """'raw_bgr' / 'raw_rgb' when mean/scale live inside the graph (OMZ style), else 'imagenet'."""
-    if model.format == "onnx":
-        return "imagenet"  # exporters do not embed preprocessing; OMZ conversions are IRs
-    m = model.ov
-    if len(m.inputs) != 1:
+    """'raw_bgr' / 'raw_rgb' when mean/scale live inside the graph (OMZ style), else 'imagenet'.
+
+    Read from the graph view: the ops within four hops of the single input, through casts and reshapes.
+    """
+    from .graph import view
+
+    v = view(model)
+    if len(v.inputs) != 1:
         return "imagenet"
     seen_mean = flipped = False
-    frontier = [t.get_node() for t in m.inputs[0].get_target_inputs()]
+    frontier = [u for u, _ in v.users(v.inputs[0])]
     for _ in range(4):  # preprocessing ops sit within a few hops of the input
         nxt = []
         for node in frontier:
-            t = node.get_type_name()
-            if t in ("Subtract", "Add", "Multiply", "Divide"):
-                for i in range(node.get_input_size()):
-                    v = ir_const(node.input_value(i).get_node())
-                    if v is not None and v.size == 3 and np.max(np.abs(v)) > 20:
+            t = node.op_type
+            if t in _MEAN_OPS:
+                for i in node.inputs:
+                    c = v.const(i)
+                    if c is not None and c.size == 3 and np.max(np.abs(c)) > 20:
                         seen_mean = True
                         # OpenVINO folds a channel flip into the constants: ImageNet means in B,G,R order
                         # (first channel smallest) mean the graph expects BGR input
-                        mean = np.abs(np.ravel(v))
-                        if np.allclose(mean, IMAGENET_MEAN[::-1] * 255, rtol=0.02):
+                        if np.allclose(np.abs(np.ravel(c)), IMAGENET_MEAN[::-1] * 255, rtol=0.02):
                             flipped = True
             elif t == "Gather":
-                idx = ir_const(node.input_value(1).get_node())
+                idx = v.const(node.inputs[1]) if len(node.inputs) > 1 else None
                 if idx is not None and list(np.ravel(idx)) == [2, 1, 0]:
                     flipped = True
             elif t in ("Split", "VariadicSplit", "Concat"):
                 flipped = flipped or t == "Split"
-            elif t not in ("Convert", "Reshape", "Transpose"):
+            elif t not in _PASS_THROUGH:
                 continue
-            for out in node.outputs():
-                nxt.extend(ti.get_node() for ti in out.get_target_inputs())
+            for out in node.outputs:
+                nxt.extend(u for u, _ in v.users(out))
         frontier = nxt
     if seen_mean:
         return "raw_bgr" if flipped else "raw_rgb"

@@ -15,13 +15,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import engine
 from .errors import GateFailed, InvalidGraph, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
 from .passbase import Pass, PassContext
+
+if TYPE_CHECKING:
+    from .preflight import Checked
 
 ON_FAIL = ("rollback", "stop", "keep")
 TARGETS = ("kmb", "mtl", "cpu")
@@ -65,7 +68,8 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             measure: bool = False, seed: int = 0, compress_to_fp16: bool = False, verbosity: int = 0,
             locate: bool = True, progress: Callable[[str], None] | None = None,
             input_shape: str | dict[str, list[int]] | None = None, alongside: list | None = None,
-            alongside_ms: float | None = None, allow_overlap: bool = False) -> tuple[ModelHandle, dict]:
+            alongside_ms: float | None = None, allow_overlap: bool = False,
+            checked: Checked | None = None) -> tuple[ModelHandle, dict]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Inputs are split three ways (``rewriter.inputs.split_inputs``): passes fit on the calibration split,
@@ -76,7 +80,9 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
     input/usage and ``GateFailed`` when a gate (per pass or cumulative) fails under ``on_fail="stop"``
     (nothing is saved then; the exception carries the report). ``alongside`` (models) / ``alongside_ms`` add
-    each target's shared-frame figures as ``latency[target]["alongside"]``.
+    each target's shared-frame figures as ``latency[target]["alongside"]``. ``checked``: the
+    ``rewriter.preflight.Checked`` of this very request when the caller already ran ``preflight`` (the CLI
+    does, to refuse report paths too); the checks then run once, not twice.
     """
     if on_fail not in ON_FAIL:
         raise RewriteError(f"--on-fail {on_fail!r}: use one of {', '.join(ON_FAIL)}")
@@ -87,9 +93,11 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     say = progress or (lambda _msg: None)
     from .preflight import preflight
 
-    pre = preflight(model, passes, opts=opts, output=output, to=to, targets=targets, budget=budget,
-                    calib=calib, images=images)  # everything refusable is refused before any pass runs
+    pre = checked or preflight(model, passes, opts=opts, output=output, to=to, targets=targets, budget=budget,
+                               calib=calib, images=images)  # everything refusable is refused before any pass runs
     original, plist = pre.handle, pre.passes
+    if not verify and not measure:  # nothing reads the original's weights again: the first edit takes them
+        original.donate_weights()
     for note in pre.notes:
         say(note)
     if isinstance(budget, str):

@@ -57,18 +57,25 @@ class ModelHandle:
         self.source = source
         self.external_data = external_data
         self.version = 0  # bumped by every edit: the cached graph view (rewriter.graph.view) is per version
-        self._view: tuple | None = None
+        self.view_cache: tuple | None = None  # (key, GraphView) of rewriter.graph.view
+        self._donor = False  # the first lazy clone that edits takes this proto (see donate_weights)
+        self._hollow = False  # the large weights' data was given away; read back from the source file on demand
+        self._stat: tuple[int, int] | None = None  # (size, mtime) of the source file when it was read
+        self._pristine = True  # never handed out for editing: the proto is still what the source file holds
 
     # ---- copy-on-write ---------------------------------------------------------------------------------
     @property
     def onnx(self) -> onnx.ModelProto | None:
         """The ONNX model, this handle's own, for editing (a lazy clone copies its source's proto on first access
         here; lazy clones of this handle take their copy first). Read through ``proto`` to avoid copies."""
+        self._donor = self._pristine = False  # handed out for editing: it may no longer match its file
+        if self._hollow:
+            self._reload()
         if self._dependents:  # the caller may edit it in place: clones must not see that
             self.own_dependents()
         if self._cow is not None:
             src, self._cow = self._cow, None
-            self._onnx = _copy_proto(src.proto)
+            self._onnx = src._give()
         return self._onnx
 
     @onnx.setter
@@ -76,11 +83,63 @@ class ModelHandle:
         self.own_dependents()
         self._cow = None
         self._onnx = model
+        self._donor = self._hollow = self._pristine = False
 
     @property
     def proto(self) -> onnx.ModelProto | None:
         """The ONNX model for reading only: a lazy clone reads its source's proto without copying it."""
-        return self._cow.proto if self._cow is not None else self._onnx
+        if self._cow is not None:
+            return self._cow.proto
+        if self._hollow:
+            self._reload()
+        return self._onnx
+
+    @property
+    def graph_proto(self) -> onnx.ModelProto | None:
+        """The ONNX model for reading its structure only (nodes, names, attributes, shapes, small constants):
+        after ``donate_weights`` its large initializers may have dims and type but no data."""
+        return self._cow.graph_proto if self._cow is not None else self._onnx
+
+    @property
+    def hollow(self) -> bool:
+        """True while the large weights' data was given to a clone (``proto`` reads it back from the file)."""
+        return self._cow.hollow if self._cow is not None else self._hollow
+
+    def donate_weights(self) -> bool:
+        """Let the first lazy clone that edits take this proto instead of a copy of it (one copy of the weights
+        fewer). This handle keeps its graph (``graph_proto``) with the large weights' data dropped, and reads them
+        back from its unchanged source file when anything asks for them (``proto``, ``onnx``, saving). Only for
+        an unedited handle read from one ``.onnx`` file; returns whether donation is on. The caller opts in
+        when the original's weights will not be read again (``rewrite(verify=False)`` without ``measure``)."""
+        self._donor = (self.format == "onnx" and self._cow is None and not self.external_data and self._pristine
+                       and self.version == 0 and self._stat is not None and self._stat == _file_stat(self.source))
+        return self._donor
+
+    def _give(self) -> onnx.ModelProto:
+        """The proto for a lazy clone that starts editing: a copy, or this one when this handle donates."""
+        if self._donor and not self._hollow and self._stat == _file_stat(self.source):
+            given, self._onnx = self._onnx, _hollow_copy(self._onnx)
+            self._donor, self._hollow = False, True
+            self.view_cache = None
+            return given
+        if self._hollow:  # the weights went to an earlier clone: this one reads its own from the file
+            if self._stat != _file_stat(self.source):
+                raise RewriteError(f"{self.source}: changed on disk since it was read; its weights cannot be read back")
+            return _load_onnx(self.source)[0]
+        return _copy_proto(self.proto)
+
+    def _reload(self) -> None:
+        """Read the weights this handle gave away back from its source file (unchanged since it was read)."""
+        if self._stat != _file_stat(self.source):
+            raise RewriteError(f"{self.source}: changed on disk since it was read; its weights cannot be read back")
+        self._onnx, _ = _load_onnx(self.source)
+        self._hollow = False
+        self.view_cache = None
+
+    @property
+    def shares(self) -> ModelHandle | None:
+        """The handle whose proto this lazy clone still reads (None once it has its own)."""
+        return self._cow
 
     @property
     def shared(self) -> bool:
@@ -89,6 +148,7 @@ class ModelHandle:
 
     def own_dependents(self) -> None:
         """Give every lazy clone of this handle its own copy (call before editing this handle's proto)."""
+        self._donor = False  # about to be edited: copies, not this proto, go to the clones
         deps, self._dependents = self._dependents, []
         for ref in deps:
             d = ref()
@@ -98,7 +158,7 @@ class ModelHandle:
     def touch(self) -> None:
         """Mark the model as edited (drops the cached graph view)."""
         self.version += 1
-        self._view = None
+        self.view_cache = None
 
     # ---- loading -------------------------------------------------------------------------------------
     @classmethod
@@ -128,8 +188,11 @@ class ModelHandle:
             raise RewriteError(f"{path}: give the IR's .xml file, not its .bin weights")
         if suffix not in (".onnx", ".pb", ""):
             raise RewriteError(f"{path}: unknown model type '{suffix}' (expected .onnx or OpenVINO .xml)")
+        stat = _file_stat(path)
         model, external = _load_onnx(path)
-        return cls(model, source=path, external_data=external)
+        h = cls(model, source=path, external_data=external)
+        h._stat = stat
+        return h
 
     # ---- basics --------------------------------------------------------------------------------------
     def clone(self) -> ModelHandle:
@@ -197,13 +260,13 @@ class ModelHandle:
     def tags(self) -> dict[str, str]:
         """{node name: pass name} for every tagged node."""
         if self.format == "onnx":
-            return {n.name: t for n in self.proto.graph.node if (t := _onnx_tag(n))}
+            return {n.name: t for n in self.graph_proto.graph.node if (t := _onnx_tag(n))}
         return self._ir_section(IR_TAGS)
 
     def site_tags(self) -> dict[str, str]:
         """{node name: site id} for every node tagged with the site it was made for."""
         if self.format == "onnx":
-            return {n.name: t for n in self.proto.graph.node if (t := _onnx_tag(n, SITE_KEY))}
+            return {n.name: t for n in self.graph_proto.graph.node if (t := _onnx_tag(n, SITE_KEY))}
         return self._ir_section(IR_SITES)
 
     def _ir_section(self, key: str) -> dict[str, str]:
@@ -222,9 +285,10 @@ class ModelHandle:
     def inputs(self) -> list[tuple[str, list[int | None], np.dtype]]:
         """[(name, shape with None for dynamic dims, numpy dtype)] of the graph inputs."""
         if self.format == "onnx":
-            inits = {i.name for i in self.proto.graph.initializer}
+            g = self.graph_proto.graph
+            inits = {i.name for i in g.initializer}
             out = []
-            for vi in self.proto.graph.input:
+            for vi in g.input:
                 if vi.name in inits:
                     continue
                 tt = vi.type.tensor_type
@@ -242,21 +306,17 @@ class ModelHandle:
 
     def outputs(self) -> list[str]:
         if self.format == "onnx":
-            return [o.name for o in self.proto.graph.output]
+            return [o.name for o in self.graph_proto.graph.output]
         return [o.get_any_name() for o in self.ov.outputs]
 
     def op_types(self) -> dict[str, int]:
-        """Operation census {op type: count}, constants and parameters excluded."""
+        """Operation census {op type: count} from the graph view; constants, inputs and outputs excluded."""
+        from .graph import view
+
         counts: dict[str, int] = {}
-        if self.format == "onnx":
-            for n in self.proto.graph.node:
-                if n.op_type != "Constant":  # weights, as IR Constants are
-                    counts[n.op_type] = counts.get(n.op_type, 0) + 1
-        else:
-            for op in self.ov.get_ops():
-                t = op.get_type_name()
-                if t not in ("Constant", "Parameter", "Result"):
-                    counts[t] = counts.get(t, 0) + 1
+        for n in view(self).nodes:
+            if n.kind not in ("constant", "input", "output"):  # weights and graph boundaries are not operations
+                counts[n.op_type] = counts.get(n.op_type, 0) + 1
         return dict(sorted(counts.items()))
 
     # ---- validation ----------------------------------------------------------------------------------
@@ -381,6 +441,29 @@ def _check_weight_sizes(model: onnx.ModelProto) -> None:
         if len(t.raw_data) != need:
             raise ValueError(f"initializer '{t.name}' has {len(t.raw_data)} bytes of data, its dims and type "
                              f"need {need}")
+
+
+def _file_stat(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_size, st.st_mtime_ns)
+
+
+def _hollow_copy(m: onnx.ModelProto) -> onnx.ModelProto:
+    """``m`` with its large initializers reduced to name, dims and type (the structure, a few MB)."""
+    from .graph.onnx_backend import SMALL
+
+    h = onnx.ModelProto()
+    _copy_fields(m, h, "graph")
+    _copy_fields(m.graph, h.graph, "initializer")
+    for t in m.graph.initializer:
+        if int(np.prod(t.dims)) > SMALL:
+            h.graph.initializer.add(name=t.name, dims=list(t.dims), data_type=t.data_type)
+        else:
+            h.graph.initializer.add().CopyFrom(t)
+    return h
 
 
 def _copy_proto(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -24,7 +24,8 @@ def as_map(a: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x.reshape(-1, x.shape[-2], x.shape[-1])[0])
 
 
-def _lut() -> np.ndarray:
+def depth_lut() -> np.ndarray:
+    """256 RGB colours (matplotlib inferno; grey without matplotlib) for depth and error pictures."""
     try:
         import matplotlib
 
@@ -36,7 +37,7 @@ def _lut() -> np.ndarray:
 
 def colorize(m: np.ndarray, lo: float, hi: float, lut: np.ndarray | None = None) -> np.ndarray:
     """HxW floats → HxWx3 uint8 through ``lut`` with ``lo``..``hi`` mapped to its ends."""
-    lut = _lut() if lut is None else lut
+    lut = depth_lut() if lut is None else lut
     scale = (hi - lo) or 1.0
     idx = np.clip((m - lo) / scale * 255.0, 0, 255).astype(np.uint8)
     rgb = lut[idx]
@@ -63,7 +64,7 @@ def save_worst_pictures(before: np.ndarray, after: np.ndarray, folder: str | Pat
     lo, hi = float(b.min()), float(b.max())
     err = np.abs(a - b)
     emax = float(err.max())
-    lut = _lut()
+    lut = depth_lut()
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image) or "worst"
     out = {"image": image, "range": [lo, hi], "error_max": emax}
     for key, arr, (l0, h0) in (("before_png", b, (lo, hi)), ("after_png", a, (lo, hi)),

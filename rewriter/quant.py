@@ -34,7 +34,6 @@ QUANTIZABLE_IR = ("Convolution", "GroupConvolution", "ConvolutionBackpropData",
 # ONNX ops that only appear in a quantized graph.
 ONNX_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                   "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul")
-_INT_TYPES = ("i8", "u8", "i4", "u4", "nf4")
 # Ops a quantizer may sit in front of without changing the quantized op's input (NNCF moves FQs past them).
 _ONNX_TRANSPARENT = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool", "Pad", "Identity")
 _IR_TRANSPARENT = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Pad", "Convert")
@@ -49,76 +48,77 @@ def quantizable_ops(model: ModelHandle) -> list[tuple[str, str]]:
 def quantizer_counts(model: ModelHandle) -> dict[str, int]:
     """Quantizers in the graph: ``activation`` (FakeQuantize / Q→DQ pairs on tensors) and ``weight``.
 
-    Also the raw op census of quantization ops (``FakeQuantize``, ``QuantizeLinear``, ...).
+    Also the raw op census of quantization ops (``FakeQuantize``, ``QuantizeLinear``, ...). Read from the view:
+    a DequantizeLinear counts as a weight quantizer when it (or its QuantizeLinear) reads a constant, a
+    FakeQuantize when it computes from constants only, and an integer constant read by a Convert is NNCF's
+    compressed weight (int8/int4 ``Constant → Convert → [Subtract] → Multiply``).
     """
-    if model.format == "onnx":
-        g = model.onnx.graph
-        inits = {i.name for i in g.initializer}
-        producer = {o: n for n in g.node for o in n.output}
-        const_out = {n.output[0] for n in g.node if n.op_type == "Constant"}
-        act = wts = 0
-        ops: dict[str, int] = {}
-        for n in g.node:
-            if n.op_type in ONNX_QUANT_OPS:
-                ops[n.op_type] = ops.get(n.op_type, 0) + 1
-            if n.op_type != "DequantizeLinear":
-                continue
-            src = n.input[0]
-            q = producer.get(src)
-            if q is not None and q.op_type == "QuantizeLinear":
-                src = q.input[0]
-            if src in inits or src in const_out:
-                wts += 1
-            elif q is not None and q.op_type == "QuantizeLinear":
-                act += 1
-        return {"activation": act, "weight": wts, **ops}
+    v = view(model)
     act = wts = 0
-    ops = {}
-    for op in model.ov.get_ops():
-        t = op.get_type_name()
-        if t == "FakeQuantize":
-            ops[t] = ops.get(t, 0) + 1
-            if _ir_constant(op.input_value(0).get_node()):
+    ops: dict[str, int] = {}
+    for n in v.nodes:
+        if n.op_type in ONNX_QUANT_OPS or n.kind == "fake_quantize":
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        if n.kind == "dequantize":
+            src = n.inputs[0]
+            q = v.producer.get(src)
+            paired = q is not None and q.kind == "quantize"
+            if paired:
+                src = q.inputs[0]
+            p = v.producer.get(src)
+            if (p is None and src not in v.inputs) or (p is not None and p.kind == "constant"):
+                wts += 1
+            elif paired:
+                act += 1
+        elif n.kind == "fake_quantize":
+            if _from_constants(v, n.inputs[0]):
                 wts += 1
             else:
                 act += 1
-        elif t == "Constant" and op.get_output_element_type(0).get_type_name() in _INT_TYPES:
-            if any(ti.get_node().get_type_name() == "Convert" for ti in op.output(0).get_target_inputs()):
-                wts += 1  # compressed weight: int8 Constant → Convert → (Subtract) → Multiply
+        elif _compressed_weight(v, n):
+            wts += 1
     return {"activation": act, "weight": wts, **ops}
 
 
 def already_quantized(model: ModelHandle | GraphView) -> str | None:
     """A reason string when the graph already holds quantization (so it must not be quantized again)."""
-    if isinstance(model, GraphView):
-        return _already_quantized_view(model)
-    counts = quantizer_counts(model)
-    if model.format == "onnx":
-        found = {k: v for k, v in counts.items() if k in ONNX_QUANT_OPS and v}
-        if found:
-            return "already quantized (" + ", ".join(f"{v} {k}" for k, v in found.items()) + ")"
-        return None
-    if counts.get("FakeQuantize"):
-        return f"already quantized ({counts['FakeQuantize']} FakeQuantize)"
-    if counts["weight"]:
-        return f"already quantized ({counts['weight']} int8/int4 compressed weights)"
-    return None
-
-
-def _already_quantized_view(view: GraphView) -> str | None:
+    v = model if isinstance(model, GraphView) else view(model)
     ops: dict[str, int] = {}
     weights = 0
-    for n in view.nodes:
-        if n.op_type in ONNX_QUANT_OPS or n.op_type == "FakeQuantize":
+    for n in v.nodes:
+        if n.op_type in ONNX_QUANT_OPS or n.kind == "fake_quantize":
             ops[n.op_type] = ops.get(n.op_type, 0) + 1
-        elif n.kind == "constant" and (dt := view.dtype(n.outputs[0])) is not None and dt.kind in "iu" \
-                and dt.itemsize == 1 and any(u.kind == "convert" for u, _ in view.users(n.outputs[0])):
-            weights += 1  # compressed weight: int8 Constant → Convert → (Subtract) → Multiply
+        elif _compressed_weight(v, n):
+            weights += 1
     if ops:
         return "already quantized (" + ", ".join(f"{v} {k}" for k, v in ops.items()) + ")"
     if weights:
         return f"already quantized ({weights} int8/int4 compressed weights)"
     return None
+
+
+def _compressed_weight(v: GraphView, n) -> bool:
+    """An integer (8-bit or narrower) constant read by a Convert: a compressed weight."""
+    if n.kind != "constant" or not n.outputs or not any(u.kind == "convert" for u, _ in v.users(n.outputs[0])):
+        return False
+    dt = v.dtype(n.outputs[0])
+    return dt is None or (dt.kind in "iu" and dt.itemsize == 1)  # u4/i4/nf4 have no numpy type
+
+
+def _from_constants(v: GraphView, tensor: str, budget: int = 64) -> bool:
+    """Whether ``tensor`` computes from constants only (weights, possibly through a not-yet-folded reshape)."""
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        p = v.producer.get(t)
+        if t in v.inputs or len(seen) > budget or (p is not None and p.kind == "input"):
+            return False
+        if p is not None and p.kind != "constant":
+            stack.extend(p.inputs)
+    return True
 
 
 def op_quantization(model: ModelHandle) -> dict[str, dict[str, Any]]:
@@ -175,23 +175,6 @@ def quantized_op_counts(model: ModelHandle) -> dict[str, int]:
         if info["weights"] and info["activations"]:
             out[info["op"]] = out.get(info["op"], 0) + 1
     return dict(sorted(out.items()))
-
-
-def _ir_constant(node, budget: int = 64) -> bool:
-    """Whether ``node`` computes from constants only (weights, possibly through a not-yet-folded reshape)."""
-    stack, seen = [node], set()
-    while stack:
-        n = stack.pop()
-        if n.get_instance_id() in seen:
-            continue
-        seen.add(n.get_instance_id())
-        t = n.get_type_name()
-        if t == "Parameter" or len(seen) > budget:
-            return False
-        if t != "Constant":
-            stack.extend(n.input_value(i).get_node() for i in range(n.get_input_size()))
-    return True
-
 
 
 # ---- NNCF plumbing for the int8 pass (format-specific parts live here, not in the pass) -------------------
@@ -388,9 +371,8 @@ def _compile(ov_model):
 
 
 def _node_names(model: ModelHandle) -> set[str]:
-    if model.format == "onnx":
-        return {n.name for n in model.onnx.graph.node}
-    return {op.get_friendly_name() for op in model.ov.get_ops() if op.get_type_name() != "Constant"}
+    """Names of the model's operations, constants aside (what a quantizer adds is told apart by them)."""
+    return {n.name for n in view(model).nodes if n.kind != "constant"}
 
 
 def _onnx_opset(m) -> int:

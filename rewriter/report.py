@@ -980,9 +980,9 @@ def _picture_sets(report: dict) -> list[dict]:
 
 
 def _colorbar(lo: float, hi: float, label: str) -> str:
-    from .pictures import _lut
+    from .pictures import depth_lut
 
-    lut = _lut()
+    lut = depth_lut()
     stops = "".join(f'<stop offset="{i / 15:.3f}" stop-color="#{lut[int(i * 255 / 15)][0]:02x}'
                     f'{lut[int(i * 255 / 15)][1]:02x}{lut[int(i * 255 / 15)][2]:02x}"/>' for i in range(16))
     gid = f"g{abs(hash((lo, hi, label))) % 10**8}"
@@ -1190,20 +1190,7 @@ def render_html(report: dict, verbose: bool = True, base: Path | None = None) ->
 
 
 # ---- atomic writes -----------------------------------------------------------------------------------------
-def _atomic_write(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temp file in the same folder and os.replace, so readers never see half a report."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise RewriteError(f"{path}: output folder {parent} does not exist")
-    tmp = parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RewriteError(f"{path}: cannot write the report: {e.strerror}") from e
-    return path
+from .io import atomic_write as _atomic_write  # noqa: E402 (one writer for every report file)
 
 
 def write_json(report: dict, path: str | os.PathLike) -> Path:

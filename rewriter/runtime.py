@@ -29,7 +29,7 @@ class Runner:
                 raise RewriteError("onnxruntime runs ONNX models only; use --check-runtime ov for IR")
             import onnxruntime as ort
 
-            proto = _with_onnx_outputs(model.onnx, self.taps) if self.taps else model.onnx
+            proto = _with_onnx_outputs(model.proto, self.taps) if self.taps else model.proto  # read: no copy
             so = ort.SessionOptions()
             so.log_severity_level = 3
             if threads:
@@ -38,7 +38,7 @@ class Runner:
             self.names = [o.name for o in self.sess.get_outputs()]
         else:
             if model.format == "onnx" and self.taps:
-                m = ModelHandle(_with_onnx_outputs(model.onnx, self.taps)).ov_model()
+                m = ModelHandle(_with_onnx_outputs(model.proto, self.taps)).ov_model()
             else:
                 m = model.ov_model().clone() if self.taps else model.ov_model()
                 if self.taps:

@@ -445,3 +445,39 @@ def test_cpu_standalone_quantizers_and_int8_forms():
     slow = CPUProfile.from_json({**DEFAULT_CPU.to_json(), "kinds": {
         **DEFAULT_CPU.kinds, "dwconv_mult_int8": {"metric": "macs", "rate": 100.0, "overhead_us": 5.0}}})
     assert cpu_layer_cost(li["dwm"], slow).us > 10 * cpu_layer_cost(li["dwm"], DEFAULT_CPU).us
+
+
+# ---- IR read through the graph view ----------------------------------------------------------------------
+# Predicted totals of the per-format IR reader (openvino ops walked directly) before the cost model read IR through
+# the graph view: the view-based reader must reproduce them layer for layer (kmb/mtl only: cpu rates are calibrated
+# per machine).
+_IR_BEFORE_VIEW = {"small_ir_256x256": {"kmb": 9.5181, "mtl": 9.1061},
+                   "small_ir_int8_256x256": {"kmb": 3.8971, "mtl": 6.8572}}
+
+
+@pytest.mark.parametrize("name", sorted(_IR_BEFORE_VIEW))
+def test_ir_costs_read_through_the_view_match_openvino(name):
+    """Every IR conv/resize layer agrees with OpenVINO's own op (weights, groups, shapes, precision), and the
+    predicted totals are those of the reader that walked the openvino ops itself."""
+    h = ModelHandle.load(_fixture(name))
+    rows = {x.node: x for x in layers(h)}
+    n_convs = 0
+    for op in h.ov.get_ordered_ops():
+        t, li = op.get_type_name(), rows.get(op.get_friendly_name())
+        if t in ("Convolution", "GroupConvolution"):
+            n_convs += 1
+            w = [int(d) for d in op.get_input_shape(1)]
+            assert li.weight_shape == w and li.out_shape == [int(d) for d in op.get_output_shape(0)]
+            assert li.groups == (w[0] if t == "GroupConvolution" else 1) and li.kernel == tuple(w[-2:])
+            assert li.stride == tuple(op.get_attributes()["strides"])
+            fq = op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+            et = op.get_output_element_type(0).get_type_name()
+            assert li.precision == ("int8" if fq else "fp16" if et == "f16" else "fp32")
+        elif t == "Interpolate":
+            a = op.get_attributes()
+            assert (li.attrs["mode"], li.attrs["coordinate_mode"]) == (a["mode"], a["coordinate_transformation_mode"])
+        elif t == "Constant":
+            assert li is None  # weights are not layers
+    assert n_convs > 20
+    for target, ms in _IR_BEFORE_VIEW[name].items():
+        assert round(predict(h, target).total_ms, 4) == ms

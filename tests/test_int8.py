@@ -369,3 +369,31 @@ def test_accuracy_control_on_small_ir_keeps_layers_float():
     acc = res.extra["accuracy_control"]
     assert len(res.extra["kept_float"]) >= 1 and res.sites_changed > 80
     assert acc["met"] and _absrel(base, h, val) <= max_drop
+
+
+def _compressed_ir(activation_fq: bool):
+    """x → [FakeQuantize] → Convolution whose weights are NNCF's compressed form (i8 Constant → Convert →
+    Multiply); the FakeQuantize is optional."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 4, 8, 8], np.float32, name="x")
+    a = x
+    if activation_fq:
+        lo, hi = ops.constant(np.float32(-1)), ops.constant(np.float32(1))
+        a = ops.fake_quantize(x, lo, hi, lo, hi, 256, name="fq_x")
+    wq = ops.constant(np.ones((4, 4, 1, 1), np.int8), name="w_i8")
+    w = ops.multiply(ops.convert(wq, np.float32), ops.constant(np.full((4, 1, 1, 1), 0.1, np.float32)))
+    y = ops.convolution(a, w, [1, 1], [0, 0], [0, 0], [1, 1], name="conv")
+    return ModelHandle.load(ov.Model([y], [x], "compressed"))
+
+
+@pytest.mark.parametrize("fq", [False, True])
+def test_quantizers_read_through_the_view(fq):
+    """Compressed IR weights and FakeQuantize activations, counted from the graph view (ONNX QDQ: above)."""
+    h = _compressed_ir(fq)
+    want = {"activation": 1, "weight": 1, "FakeQuantize": 1} if fq else {"activation": 0, "weight": 1}
+    assert quantizer_counts(h) == want
+    assert already_quantized(h) == ("already quantized (1 FakeQuantize)" if fq
+                                    else "already quantized (1 int8/int4 compressed weights)")
+    assert op_quantization(h)["conv"] == {"op": "Convolution", "activations": fq, "weights": True}

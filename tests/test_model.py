@@ -194,3 +194,86 @@ def test_clone_is_copy_on_write(tiny_onnx):
     assert h.proto.graph.node[0].name == "edited-in-source"
     h.tag([h.proto.graph.node[0].name], "p")
     assert d.tags() == {}
+
+
+def _big_model(path) -> None:
+    """x[1,64,8,8] → Conv 3x3 (36864 weights: above the view's small-constant limit) → Relu → Conv 1x1."""
+    rng = np.random.default_rng(1)
+    m = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,64,8,8] x) => (float[1,8,8,8] y) {
+        c = Conv <pads = [1, 1, 1, 1], kernel_shape = [3, 3]> (x, w)
+        r = Relu (c)
+        y = Conv <kernel_shape = [1, 1]> (r, w2)
+    }""")
+    m.graph.initializer.extend([onnx.numpy_helper.from_array(rng.standard_normal((64, 64, 3, 3), np.float32), "w"),
+                                onnx.numpy_helper.from_array(rng.standard_normal((8, 64, 1, 1), np.float32), "w2")])
+    onnx.save(m, str(path))
+
+
+def test_donated_weights_are_read_back_from_the_file(tmp_path):
+    """``donate_weights``: the first clone that edits takes the proto; the original keeps its graph and reads
+    its large weights back from the unchanged file when a value is needed."""
+    from rewriter.graph import view
+
+    p = tmp_path / "big.onnx"
+    _big_model(p)
+    want = onnx.numpy_helper.to_array(onnx.load(str(p)).graph.initializer[0])
+    h = ModelHandle.load(p)
+    assert h.donate_weights()
+    taken = h.proto
+    c = h.clone()
+    assert c.onnx is taken and h.hollow  # no copy: the clone owns the loaded proto
+    big = next(t for t in h.graph_proto.graph.initializer if t.name == "w")
+    assert list(big.dims) == [64, 64, 3, 3] and not big.raw_data
+    assert h.op_types() == {"Conv": 2, "Relu": 1} and h.inputs()[0][1] == [1, 64, 8, 8]
+    assert view(h).static_shape("y") == [1, 8, 8, 8] and h.hollow  # structure readers do not reload
+    np.testing.assert_array_equal(view(h).const("w"), want)  # a value does
+    assert not h.hollow
+    c.onnx.graph.initializer[0].raw_data = np.zeros(want.size, np.float32).tobytes()  # the clone is its own
+    h2 = ModelHandle.load(p)
+    assert h2.donate_weights()
+    h2.clone().onnx  # noqa: B018 (takes the proto)
+    d = h2.clone()
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(d.onnx.graph.initializer[0]), want)
+    assert h2.hollow  # a later clone that edits reads its own copy from the file; the donor stays light
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(h.proto.graph.initializer[0]), want)
+
+
+def test_donation_refused_or_refusing_when_unsafe(tmp_path):
+    p = tmp_path / "big.onnx"
+    _big_model(p)
+    edited = ModelHandle.load(p)
+    edited.onnx.graph.node[1].name = "renamed"  # handed out for editing: no longer the file's model
+    assert not edited.donate_weights()
+    assert not ModelHandle.load(onnx.load(str(p))).donate_weights()  # no file to read back from
+    h = ModelHandle.load(p)
+    assert h.donate_weights()
+    h.clone().onnx  # noqa: B018
+    _big_model(p)  # rewritten on disk since: its weights cannot be read back
+    import os
+
+    os.utime(p, ns=(1, 1))
+    with pytest.raises(RewriteError, match="changed on disk"):
+        h.proto  # noqa: B018
+
+
+def test_no_verify_rewrite_donates_and_writes_the_same_model(tmp_path, monkeypatch):
+    """``rewrite(verify=False)`` lets the first edit take the original's weights; the output is the same model."""
+    import rewriter
+    import rewriter.model as M
+
+    hollowed: list[int] = []
+    real = M._hollow_copy
+    monkeypatch.setattr(M, "_hollow_copy", lambda m: hollowed.append(1) or real(m))
+    p = tmp_path / "big.onnx"
+    _big_model(p)
+    a, rep = rewriter.rewrite(str(p), "dwpw", verify=False, opts={"dwpw": {"refit": False}},
+                              output=tmp_path / "a.onnx")
+    assert rep["passes"][0]["sites_changed"] >= 1 and hollowed == [1]
+    b, _ = rewriter.rewrite(onnx.load(str(p)), "dwpw", verify=False, opts={"dwpw": {"refit": False}},
+                            output=tmp_path / "b.onnx")
+    ma, mb = onnx.load(str(tmp_path / "a.onnx")), onnx.load(str(tmp_path / "b.onnx"))
+    assert [n.SerializeToString() for n in ma.graph.node] == [n.SerializeToString() for n in mb.graph.node]
+    assert ({t.name: t.SerializeToString() for t in ma.graph.initializer}
+            == {t.name: t.SerializeToString() for t in mb.graph.initializer})

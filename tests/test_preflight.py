@@ -184,3 +184,30 @@ def test_progress_lines_only_with_verbose(tmp_path, capsys, tiny_onnx):
                         "-v")
     assert code == 0
     assert any("[asym_interp]" in ln for ln in err) and any("random feeds" in ln for ln in err)
+
+
+@pytest.mark.parametrize("extra", [[], ["--explain"]])
+def test_preflight_runs_once_per_invocation(tmp_path, capsys, tiny_onnx, monkeypatch, extra):
+    """The CLI checks the request once: ``rewrite()`` reuses the CLI's ``Checked`` (no second weight scan)."""
+    import rewriter.preflight as pf
+
+    calls: list[str] = []
+    finite: list[str] = []
+    real, real_finite = pf.preflight, pf.check_finite
+    monkeypatch.setattr(pf, "preflight", lambda *a, **k: calls.append("preflight") or real(*a, **k))
+    monkeypatch.setattr(pf, "check_finite", lambda h: finite.append(h.name) or real_finite(h))
+    code = cli.main(["--passes", "asym_interp", str(tiny_onnx), "-o", str(tmp_path / "o.onnx"), "--no-verify",
+                     "-q", *extra])
+    assert code == 0, capsys.readouterr().err
+    assert calls == ["preflight"] and len(finite) == 1
+
+
+def test_library_rewrite_runs_preflight_itself(tmp_path, tiny_onnx, monkeypatch):
+    """Without a ``checked`` from the caller the library entry checks the request itself, once."""
+    import rewriter.preflight as pf
+
+    calls: list[int] = []
+    real = pf.preflight
+    monkeypatch.setattr(pf, "preflight", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rewriter.rewrite(str(tiny_onnx), "asym_interp", verify=False, output=tmp_path / "o.onnx")
+    assert calls == [1]

@@ -186,16 +186,6 @@ def render_cost_text(report: dict[str, Any], top: int = 10) -> str:
 
 
 # ---- command line ----------------------------------------------------------------------------------------
-def _shape(text: str) -> list[int]:
-    try:
-        dims = [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: use e.g. 1,3,288,512") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: dimensions must be positive integers")
-    return dims
-
-
 def add_cost_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `rewrite cost`."""
     p.add_argument("model", help="model to cost: .onnx or OpenVINO .xml (with its .bin)")
@@ -208,15 +198,18 @@ def add_cost_arguments(p: argparse.ArgumentParser) -> None:
     from ..cli import add_alongside_arguments
 
     add_alongside_arguments(p)
-    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W", help="fix a dynamic input, e.g. 1,3,288,512")
+    from ..cli import add_input_shape_argument
+
+    add_input_shape_argument(p)
     p.add_argument("--top", type=int, default=10, help="layers printed per target (default 10)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
 def run_cost(args: argparse.Namespace) -> int:
     """Handler of `rewrite cost`; bad input raises RewriteError (exit 2) before any costing."""
+    from ..io import atomic_write
     from ..model import check_output_path
-    from ..report import _atomic_write, write_json
+    from ..report import write_json
 
     src = Path(args.model)
     if not src.exists():
@@ -228,15 +221,19 @@ def run_cost(args: argparse.Namespace) -> int:
         if extra:
             check_output_path(Path(extra), src)
     targets = tuple(dict.fromkeys(args.target or TARGETS))
-    rep = cost_report(src, targets, precision=args.precision, alongside_models=args.alongside,
-                      alongside_ms=args.alongside_ms, input_shape=args.input_shape)
+    from ..graph import parse_input_shape
+
+    handle = ModelHandle.load(src)
+    shape = parse_input_shape(args.input_shape, handle)
+    rep = cost_report(handle, targets, precision=args.precision, alongside_models=args.alongside,
+                      alongside_ms=args.alongside_ms, input_shape=shape)
     rep["input"] = str(src)
     if args.report:
         write_json(rep, args.report)
     if args.svg:
-        _atomic_write(args.svg, cost_svg(rep))
+        atomic_write(args.svg, cost_svg(rep))
     if args.html:
-        _atomic_write(args.html, cost_html(rep))
+        atomic_write(args.html, cost_html(rep))
     if not args.quiet:
         print(render_cost_text(rep, top=args.top))
     return 0

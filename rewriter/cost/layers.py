@@ -1,8 +1,9 @@
 """One op-level description of a model, from either format (ONNX or OpenVINO IR).
 
-Each adapter (``_onnx_layers``, ``_ir_layers``) only reads shapes and attributes; ``_make_layer`` does the
-arithmetic (MACs, element counts) once for both. Constant subgraphs (weights, shape computations such as the
-TF-"same" pad chains) become kind ``shape`` and cost nothing: a compiler folds them.
+One reader (``_view_layers``) walks the model's :class:`~rewriter.graph.GraphView` (shapes, element types,
+producers and consumers); the only per-format part is the op vocabulary (``_ONNX`` / ``_IR``).
+``make_layer`` does the arithmetic (MACs, element counts). Constant subgraphs (weights, shape computations such
+as the TF-"same" pad chains) become kind ``shape`` and cost nothing: a compiler folds them.
 """
 
 from __future__ import annotations
@@ -23,26 +24,6 @@ DEFAULT_HW = (288, 512)  # dynamic spatial dims are costed at the 512x288 video 
 
 _PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 _DPU_ACTS = {"Relu", "Clip", "Clamp", "LeakyRelu", "PRelu"}  # activations a DPU/CPU conv fuses (PPE/post-op)
-
-_ONNX_ELTWISE = {"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Pow", "Where", "Equal", "Less",
-                 "Greater", "And", "Or"}
-_ONNX_ACT = {"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu",
-             "Selu", "Softplus", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal",
-             "Floor", "Ceil", "Round", "Sign", "Cast", "Softmax", "LogSoftmax", "Swish"}
-_ONNX_POOL = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax",
-              "LpPool"}
-_ONNX_VIEW = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
-_ONNX_QUANT = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-
-_IR_ELTWISE = {"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "SquaredDifference", "Power",
-               "Select", "Equal", "Less", "Greater", "LogicalAnd", "LogicalOr"}
-_IR_ACT = {"Relu", "Clamp", "PRelu", "Sigmoid", "HSigmoid", "HSwish", "Swish", "Mish", "Elu", "Selu", "Tanh",
-           "Gelu", "Erf", "Exp", "Log", "Sqrt", "Negative", "Abs", "SoftPlus", "Floor", "Ceiling", "Round",
-           "Sign", "Convert", "SoftMax", "Softmax", "LogSoftmax"}
-_IR_POOL = {"MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "ReduceMean", "ReduceMax"}
-_IR_VIEW = {"Reshape", "Squeeze", "Unsqueeze", "Result", "Parameter"}
-_IR_SHAPE = {"Constant", "ShapeOf"}
-
 
 @dataclass
 class LayerInfo:
@@ -110,13 +91,11 @@ def layers(model: ModelHandle | Any, input_shape: dict[str, list[int]] | list[in
     dims not given are set to batch 1, 3 channels, 288x512.
     """
     handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
-    fixed = _fixed_input_shapes(handle, input_shape)
-    if handle.format == "ir":
-        return _ir_layers(handle, fixed)
-    return _onnx_layers(handle, fixed)
+    fixed = fixed_input_shapes(handle, input_shape)
+    return _view_layers(handle, fixed)
 
 
-def _fixed_input_shapes(handle: ModelHandle, input_shape) -> dict[str, list[int]]:
+def fixed_input_shapes(handle: ModelHandle, input_shape) -> dict[str, list[int]]:
     ins = handle.inputs()
     given: dict[str, list[int]] = {}
     if isinstance(input_shape, dict):
@@ -143,7 +122,7 @@ def _prod(shape) -> int:
 
 
 # ---- the shared arithmetic -------------------------------------------------------------------------------
-def _make_layer(node: str, op_type: str, kind: str, in_shapes: list[list[int]], out_shape: list[int],
+def make_layer(node: str, op_type: str, kind: str, in_shapes: list[list[int]], out_shape: list[int],
                 *, weight_shape: list[int] | None = None, groups: int = 1, stride=(1, 1), kernel=(1, 1),
                 precision: str = "fp32", tag: str | None = None, attrs: dict | None = None,
                 weight_layout: str = "oihw") -> LayerInfo:
@@ -194,7 +173,7 @@ def _conv_kind(groups: int, cin: int | None, cout: int | None, transposed: bool)
     return "gconv" if groups > 1 else "conv"
 
 
-def _resize_attrs(mode: str, coordinate_mode: str, in_shape: list[int], out_shape: list[int]) -> dict[str, Any]:
+def resize_attrs(mode: str, coordinate_mode: str, in_shape: list[int], out_shape: list[int]) -> dict[str, Any]:
     scales = [o / i if i else 0.0 for i, o in zip(in_shape[2:], out_shape[2:])]
     integer = bool(scales) and all(s >= 1 and abs(s - round(s)) < 1e-6 for s in scales)
     return {"mode": mode, "coordinate_mode": coordinate_mode, "scale": [round(s, 6) for s in scales],
@@ -243,8 +222,59 @@ def _mark_fusions(out: list[LayerInfo]) -> list[LayerInfo]:
     return out
 
 
-# ---- ONNX adapter (reads the graph view) -----------------------------------------------------------------
-_FOLDED = ("Constant", "ConstantOfShape", "Shape", "Size")
+# ---- the one reader: both formats through the graph view -------------------------------------------------
+@dataclass(frozen=True)
+class _Vocab:
+    """What one format calls the op families the cost model tells apart (the only per-format part)."""
+
+    eltwise: frozenset[str]
+    act: frozenset[str]
+    pool: frozenset[str]
+    view: frozenset[str]
+    quant: frozenset[str]
+    folded: frozenset[str]  # ops whose outputs are constants a compiler folds (weights, shape chains)
+    unlisted: frozenset[str]  # folded ops that are not layers at all (IR Constant)
+    shape_reads: frozenset[str]  # readers that do not keep a tensor alive
+    convs: frozenset[str]
+    transposed: frozenset[str]
+    group_layout: frozenset[str]  # weights G x Cout/G x ... (the group count is their first dim)
+    matmul: frozenset[str]
+    transpose_attr: dict[str, str]  # op -> attribute that says the weights are already [N, K]
+    resizes: dict[str, str]  # op -> its default coordinate mode
+    dequantizers: frozenset[str]  # producers whose output is int8 data seen as float
+    int_outputs: bool  # an i8/u8 output means an int8 layer (IR); else the model's float type (ONNX)
+
+
+_F = frozenset
+_ONNX = _Vocab(
+    eltwise=_F({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Pow", "Where", "Equal", "Less", "Greater",
+                "And", "Or"}),
+    act=_F({"Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
+            "Softplus", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil",
+            "Round", "Sign", "Cast", "Softmax", "LogSoftmax", "Swish"}),
+    pool=_F({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "LpPool"}),
+    view=_F({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}),
+    quant=_F({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}),
+    folded=_F({"Constant", "ConstantOfShape", "Shape", "Size"}), unlisted=_F(), shape_reads=_F({"Shape", "Size"}),
+    convs=_F({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}), transposed=_F({"ConvTranspose"}),
+    group_layout=_F(), matmul=_F({"Gemm", "MatMul"}), transpose_attr={"Gemm": "transB"},
+    resizes={"Resize": "half_pixel", "Upsample": "asymmetric"}, dequantizers=_F({"DequantizeLinear"}),
+    int_outputs=False)
+_IR = _Vocab(
+    eltwise=_F({"Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum", "SquaredDifference", "Power", "Select",
+                "Equal", "Less", "Greater", "LogicalAnd", "LogicalOr"}),
+    act=_F({"Relu", "Clamp", "PRelu", "Sigmoid", "HSigmoid", "HSwish", "Swish", "Mish", "Elu", "Selu", "Tanh",
+            "Gelu", "Erf", "Exp", "Log", "Sqrt", "Negative", "Abs", "SoftPlus", "Floor", "Ceiling", "Round", "Sign",
+            "Convert", "SoftMax", "Softmax", "LogSoftmax"}),
+    pool=_F({"MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "ReduceMean", "ReduceMax"}),
+    view=_F({"Reshape", "Squeeze", "Unsqueeze", "Result", "Parameter"}),
+    quant=_F({"FakeQuantize"}),
+    folded=_F({"Constant", "ShapeOf"}), unlisted=_F({"Constant"}), shape_reads=_F({"ShapeOf"}),
+    convs=_F({"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}),
+    transposed=_F({"ConvolutionBackpropData", "GroupConvolutionBackpropData"}),
+    group_layout=_F({"GroupConvolution", "GroupConvolutionBackpropData"}), matmul=_F({"MatMul"}),
+    transpose_attr={"MatMul": "transpose_b"}, resizes={"Interpolate": "half_pixel"},
+    dequantizers=_F({"FakeQuantize"}), int_outputs=True)
 
 
 def _view_shapes(v: GraphView) -> dict[str, list[int]]:
@@ -256,214 +286,113 @@ def _view_shapes(v: GraphView) -> dict[str, list[int]]:
     return out
 
 
-def _onnx_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[LayerInfo]:
+def _view_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[LayerInfo]:
+    """Every op of ``handle`` as a LayerInfo, read through its graph view (either format)."""
     ins = {name: shape for name, shape, _ in handle.inputs()}
     pin = None if all(ins.get(k) == v for k, v in fixed.items()) else fixed  # static models share the engine's view
     v = view(handle, pin)
+    voc = _IR if v.format == "ir" else _ONNX
     shapes = _view_shapes(v)
     readers: dict[str, list[str]] = {}
     for n in v.nodes:
-        if n.op_type in ("Shape", "Size"):  # shape reads fold away; they do not keep a tensor alive
+        if n.op_type in voc.shape_reads:  # shape reads fold away; they do not keep a tensor alive
             continue
         for t in n.inputs:
             if t:
                 readers.setdefault(t, []).append(n.id)
     for o in v.outputs:
-        readers.setdefault(o, []).append("<output>")
-    const = {t for t in shapes if v.producer.get(t) is None and t not in v.inputs}
+        if not any(u.kind == "output" for u, _ in v.users(o)):  # a graph output without a Result node
+            readers.setdefault(o, []).append("<output>")
+    const = {t for t in shapes if v.producer.get(t) is None and t not in v.inputs}  # initializers
     base_prec = "fp16" if any(v.dtypes.get(i) == np.float16 for i in v.inputs) else "fp32"
     out: list[LayerInfo] = []
     for n in v.nodes:
         ins_ = [i for i in n.inputs if i]
-        if n.op_type in _FOLDED or (ins_ and all(i in const for i in ins_)):
+        if n.op_type in voc.folded or (ins_ and all(i in const for i in ins_)):
             const.update(o for o in n.outputs if o)  # folded by any compiler: weights, shape chains
-            out.append(_make_layer(n.id, n.op_type, "shape", [], shapes.get(n.outputs[0], []), tag=v.tags.get(n.id)))
+            if n.op_type not in voc.unlisted:
+                out.append(make_layer(n.id, n.op_type, "shape", [], shapes.get(n.outputs[0], []) if n.outputs else [],
+                                      tag=v.tags.get(n.id)))
+            continue
+        if n.kind in ("input", "output"):
             continue
         act_ins = [i for i in ins_ if i not in const]
         in_shapes = [shapes[i] for i in act_ins if i in shapes]
         out_shape = shapes.get(n.outputs[0], []) if n.outputs else []
-        layer = _onnx_layer(n, act_ins, in_shapes, out_shape, shapes, const, _onnx_precision(n, v, base_prec),
-                            v.tags.get(n.id))
+        common = {"precision": _precision(n, v, voc, base_prec), "tag": v.tags.get(n.id)}
+        layer = _layer(n, voc, act_ins, ins_, in_shapes, out_shape, shapes, const, common)
         layer.producers = [v.producer[i].id for i in act_ins if i in v.producer]
         layer.consumers = list(readers.get(n.outputs[0], [])) if n.outputs else []
         out.append(layer)
     return _mark_fusions(out)
 
 
-def _onnx_precision(n: Node, v: GraphView, base: str) -> str:
-    """int8 when the activation input comes from a DequantizeLinear (QDQ); else the model's float type."""
-    if n.op_type in _ONNX_QUANT:
+def _precision(n: Node, v: GraphView, voc: _Vocab, base: str) -> str:
+    """int8 for quantizers and layers fed by a dequantizer (QDQ / FakeQuantize of <= 256 levels); else the
+    output's element type (f16 → fp16) or the model's float type."""
+    if n.op_type in voc.quant:
         return "int8"
     p = v.producer.get(n.inputs[0]) if n.inputs else None
-    if p is not None and p.op_type == "DequantizeLinear":
+    if p is not None and p.op_type in voc.dequantizers and int(p.attrs.get("levels", 256)) <= 256:
         return "int8"
-    if n.outputs and v.dtypes.get(n.outputs[0]) == np.float16:
+    dtype = v.dtypes.get(n.outputs[0]) if n.outputs else None
+    if dtype == np.float16:
         return "fp16"
+    if voc.int_outputs:
+        if dtype in (np.dtype(np.int8), np.dtype(np.uint8)):
+            return "int8"
+        if dtype == np.float32:
+            return "fp32"
     return base
 
 
-def _onnx_layer(n: Node, act_ins, in_shapes, out_shape, shapes, const, prec, tag) -> LayerInfo:
-    op, name, attrs = n.op_type, n.id, n.attrs
-    common = {"precision": prec, "tag": tag}
-    if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        w_name = n.inputs[3] if op == "QLinearConv" else n.inputs[1]
-        w = shapes.get(w_name)
-        groups = int(attrs.get("group", 1))
-        transposed = op == "ConvTranspose"
+def _layer(n: Node, voc: _Vocab, act_ins: list[str], ins_: list[str], in_shapes, out_shape, shapes, const,
+           common: dict) -> LayerInfo:
+    op, name, a = n.op_type, n.id, n.attrs
+    if op in voc.convs:
+        w = shapes.get(n.inputs[3] if op == "QLinearConv" else n.inputs[1]) or None
+        grouped, transposed = op in voc.group_layout, op in voc.transposed
+        groups = (w[0] if w else 1) if grouped else int(a.get("group", 1))
         cin = in_shapes[0][1] if in_shapes and len(in_shapes[0]) > 1 else None
-        kernel = tuple(attrs.get("kernel_shape", w[2:] if w and len(w) >= 4 else [1, 1]))[:2]
-        stride = tuple(attrs.get("strides", [1, 1]))[:2]
+        kernel = tuple(a.get("kernel_shape") or (w[-2:] if w and len(w) >= 4 else [1, 1]))[:2]
         kind = _conv_kind(groups, cin, out_shape[1] if len(out_shape) > 1 else None, transposed)
-        return _make_layer(name, op, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
-                           stride=stride or (1, 1), kernel=kernel or (1, 1),
-                           weight_layout="iohw" if transposed else "oihw", **common)
-    if op in ("Gemm", "MatMul") and len(n.inputs) > 1 and n.inputs[1] in const:
-        w = shapes.get(n.inputs[1])
-        if w is not None and op == "Gemm" and not attrs.get("transB", 0):
-            w = list(reversed(w))  # Gemm stores [K, N] unless transB; use [N, K]
-        return _make_layer(name, op, "conv", in_shapes[:1], out_shape, weight_shape=w, **common)
-    if op in ("Resize", "Upsample"):
-        mode = attrs.get("mode", b"nearest")
-        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-        cm = attrs.get("coordinate_transformation_mode", b"half_pixel" if op == "Resize" else b"asymmetric")
-        cm = cm.decode() if isinstance(cm, bytes) else str(cm)
-        ra = _resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
-        return _make_layer(name, op, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
-    if op in _ONNX_POOL:
-        k = attrs.get("kernel_shape")
+        return make_layer(name, op, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
+                          stride=tuple(a.get("strides", [1, 1]))[:2] or (1, 1), kernel=kernel or (1, 1),
+                          weight_layout=("g" if grouped else "") + ("iohw" if transposed else "oihw"), **common)
+    if op in voc.matmul and len(n.inputs) > 1 and n.inputs[1] in const:
+        w = shapes.get(n.inputs[1]) or None
+        if w is not None and op in voc.transpose_attr and not a.get(voc.transpose_attr[op], False):
+            w = list(reversed(w))  # stored [K, N]; use [N, K]
+        return make_layer(name, op, "conv", in_shapes[:1], out_shape, weight_shape=w, **common)
+    if op in voc.resizes:
+        ra = resize_attrs(str(a.get("mode", "nearest")), str(a.get("coordinate_transformation_mode", voc.resizes[op])),
+                          in_shapes[0] if in_shapes else out_shape, out_shape)
+        return make_layer(name, op, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
+    if op in voc.pool:
+        k = a.get("kernel_shape", a.get("kernel"))
         if k is None and in_shapes and len(in_shapes[0]) == 4:  # global pool: the whole plane
             k = in_shapes[0][2:]
-        return _make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
-                           stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    mode = attrs.get("mode", "constant")
-    family = ("quant" if op in _ONNX_QUANT else "eltwise" if op in _ONNX_ELTWISE else "activation"
-              if op in _ONNX_ACT else "reshape" if op in _ONNX_VIEW else op.lower())
-    return _plain_layer(name, op, family, in_shapes, out_shape, common, const_operand=len(act_ins) == 1,
-                        mode=mode.decode() if isinstance(mode, bytes) else str(mode))
-
-
-def _plain_layer(name: str, op: str, family: str, in_shapes, out_shape, common: dict, *, const_operand: bool,
-                 mode: str) -> LayerInfo:
-    """Layers both adapters build alike once they have named the op's family (quant, eltwise, activation,
-    concat, pad, reshape; anything else is ``other``). ``const_operand``: an eltwise with one activation input."""
+        return make_layer(name, op, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
+                          stride=tuple(a.get("strides", [1, 1]))[:2] or (1, 1), **common)
+    family = ("quant" if op in voc.quant else "eltwise" if op in voc.eltwise else "activation"
+              if op in voc.act else "reshape" if op in voc.view else op.lower())
     if family == "quant":
-        return _make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
+        return make_layer(name, op, "quant", in_shapes[:1], out_shape, **common)
     if family == "eltwise":
-        if const_operand:  # per-tensor/per-channel constant operand (bias, scale, clamp bound): an activation
-            return _make_layer(name, op, "activation", in_shapes, out_shape,
-                               attrs={"function": op, "const_operand": True}, **common)
-        return _make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
+        if len(act_ins) == 1 and len(ins_) > 1:  # a constant operand (bias, scale, clamp bound): an activation
+            return make_layer(name, op, "activation", in_shapes, out_shape,
+                              attrs={"function": op, "const_operand": True}, **common)
+        return make_layer(name, op, "eltwise", in_shapes, out_shape, **common)
     if family == "activation":
-        return _make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
+        return make_layer(name, op, "activation", in_shapes[:1], out_shape, attrs={"function": op}, **common)
     if family == "concat":
-        return _make_layer(name, op, "concat", in_shapes, out_shape, **common)
+        return make_layer(name, op, "concat", in_shapes, out_shape, **common)
     if family == "pad":
-        return _make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
+        mode = str(a.get("pad_mode", a.get("mode", "constant")))
+        return make_layer(name, op, "pad", in_shapes[:1], out_shape, attrs={"mode": mode}, **common)
     if family == "reshape":
-        return _make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
-    return _make_layer(name, op, "other", in_shapes, out_shape, **common)
-
-
-# ---- OpenVINO IR adapter ---------------------------------------------------------------------------------
-def _ir_layers(handle: ModelHandle, fixed: dict[str, list[int]]) -> list[LayerInfo]:
-    m = handle.ov
-    dynamic = any(not p.get_partial_shape().is_static for p in m.inputs)
-    if dynamic:
-        m = m.clone()
-        m.reshape({p.get_any_name(): fixed[p.get_any_name()] for p in m.inputs})
-    tags = handle.tags()
-    ops = m.get_ordered_ops()
-    const_ops: set[str] = set()
-    base_prec = "fp16" if any(p.get_element_type().get_type_name() == "f16" for p in m.inputs) else "fp32"
-    out: list[LayerInfo] = []
-    for op in ops:
-        t = op.get_type_name()
-        name = op.get_friendly_name()
-        src_ops = [op.input_value(i).get_node() for i in range(op.get_input_size())]
-        if t in _IR_SHAPE or (src_ops and all(s.get_friendly_name() in const_ops for s in src_ops)):
-            const_ops.add(name)
-            if t not in ("Constant",):  # Constants are not layers at all
-                out.append(_make_layer(name, t, "shape", [], _ov_shape(op, 0), tag=tags.get(name)))
-            continue
-        if t in ("Parameter", "Result"):
-            continue
-        act_idx = [i for i, s in enumerate(src_ops) if s.get_friendly_name() not in const_ops]
-        in_shapes = [_ov_in_shape(op, i) for i in act_idx]
-        out_shape = _ov_shape(op, 0)
-        prec = _ir_precision(op, src_ops, base_prec)
-        layer = _ir_layer(op, t, name, in_shapes, out_shape, prec, tags.get(name))
-        layer.producers = [src_ops[i].get_friendly_name() for i in act_idx]
-        if op.get_output_size():
-            layer.consumers = [ti.get_node().get_friendly_name() for ti in op.output(0).get_target_inputs()
-                               if ti.get_node().get_type_name() != "ShapeOf"]  # shape reads fold away
-        out.append(layer)
-    return _mark_fusions(out)
-
-
-def _ov_shape(op, port: int) -> list[int]:
-    if op.get_output_size() <= port:
-        return []
-    ps = op.get_output_partial_shape(port)
-    return [int(d) for d in ps.to_shape()] if ps.is_static else []
-
-
-def _ov_in_shape(op, port: int) -> list[int]:
-    ps = op.input_value(port).get_partial_shape()
-    return [int(d) for d in ps.to_shape()] if ps.is_static else []
-
-
-def _ir_precision(op, src_ops, base: str) -> str:
-    """int8 when the activation input comes from a FakeQuantize (levels <= 256); else the output type."""
-    if op.get_type_name() == "FakeQuantize":
-        return "int8"
-    if src_ops and src_ops[0].get_type_name() == "FakeQuantize":
-        levels = src_ops[0].get_attributes().get("levels", 256)
-        if levels <= 256:
-            return "int8"
-    et = op.get_output_element_type(0).get_type_name() if op.get_output_size() else "f32"
-    if et == "f16":
-        return "fp16"
-    if et in ("i8", "u8"):
-        return "int8"
-    return base if et != "f32" else "fp32"
-
-
-def _ir_layer(op, t: str, name: str, in_shapes, out_shape, prec: str, tag: str | None) -> LayerInfo:
-    common = {"precision": prec, "tag": tag}
-    attrs = op.get_attributes()
-    if t in ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"):
-        w = _ov_in_shape(op, 1)
-        grouped = t.startswith("Group")
-        transposed = "Backprop" in t
-        groups = w[0] if grouped and w else 1
-        cin = in_shapes[0][1] if in_shapes and len(in_shapes[0]) > 1 else None
-        kind = _conv_kind(groups, cin, out_shape[1] if len(out_shape) > 1 else None, transposed)
-        kernel = tuple(w[-2:]) if len(w) >= 4 else (1, 1)
-        layout = ("g" if grouped else "") + ("iohw" if transposed else "oihw")
-        return _make_layer(name, t, kind, in_shapes[:1], out_shape, weight_shape=w, groups=groups,
-                           stride=tuple(attrs.get("strides", [1, 1]))[:2], kernel=kernel, weight_layout=layout,
-                           **common)
-    if t == "MatMul" and len(in_shapes) == 1:
-        w = _ov_in_shape(op, 1)
-        if w and not attrs.get("transpose_b", False):
-            w = list(reversed(w))
-        return _make_layer(name, t, "conv", in_shapes, out_shape, weight_shape=w, **common)
-    if t == "Interpolate":
-        mode = str(attrs.get("mode", "nearest"))
-        cm = str(attrs.get("coordinate_transformation_mode", "half_pixel"))
-        ra = _resize_attrs(mode, cm, in_shapes[0] if in_shapes else out_shape, out_shape)
-        return _make_layer(name, t, "resize", in_shapes[:1], out_shape, attrs=ra, **common)
-    if t in _IR_POOL:
-        k = attrs.get("kernel")
-        if k is None and in_shapes and len(in_shapes[0]) == 4:
-            k = in_shapes[0][2:]
-        return _make_layer(name, t, "pool", in_shapes[:1], out_shape, kernel=tuple(k or (1, 1))[:2],
-                           stride=tuple(attrs.get("strides", [1, 1]))[:2] or (1, 1), **common)
-    family = ("quant" if t == "FakeQuantize" else "eltwise" if t in _IR_ELTWISE else "activation"
-              if t in _IR_ACT else "reshape" if t in _IR_VIEW else t.lower())
-    return _plain_layer(name, t, family, in_shapes, out_shape, common,
-                        const_operand=len(in_shapes) == 1 and op.get_input_size() > 1,
-                        mode=str(attrs.get("pad_mode", "constant")))
+        return make_layer(name, op, "reshape", in_shapes[:1], out_shape, **common)
+    return make_layer(name, op, "other", in_shapes, out_shape, **common)
 
 
 def synthetic_conv(*, cin: int, cout: int, k: int, h: int, w: int, groups: int = 1, stride: int = 1,
@@ -478,6 +407,6 @@ def synthetic_conv(*, cin: int, cout: int, k: int, h: int, w: int, groups: int =
         ho, wo = math.ceil(h / stride), math.ceil(w / stride)
         wshape = [cout, cin // groups, k, k]
     kind = _conv_kind(groups, cin, cout, transposed)
-    return _make_layer(node, "ConvTranspose" if transposed else "Conv", kind, [[1, cin, h, w]],
+    return make_layer(node, "ConvTranspose" if transposed else "Conv", kind, [[1, cin, h, w]],
                        [1, cout, ho, wo], weight_shape=wshape, groups=groups, stride=(stride, stride),
                        kernel=(k, k), precision=precision, weight_layout="iohw" if transposed else "oihw")

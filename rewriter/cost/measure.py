@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import RewriteError
 from ..model import ModelHandle, ov_core
-from .layers import _fixed_input_shapes, layers
+from .layers import fixed_input_shapes, layers
 
 
 def _handle(model: ModelHandle | Any) -> ModelHandle:
@@ -66,7 +66,7 @@ def measure_ab(a: ModelHandle | Any, b: ModelHandle | Any, runs: int = 20, warmu
     if runs < 1:
         raise RewriteError(f"measure runs={runs}: must be >= 1")
     ha, hb = _handle(a), _handle(b)
-    fa, fb = _fixed_input_shapes(ha, input_shape), _fixed_input_shapes(hb, input_shape)
+    fa, fb = fixed_input_shapes(ha, input_shape), fixed_input_shapes(hb, input_shape)
     ca, _ = _compiled(ha, fa, threads=threads)
     cb, _ = _compiled(hb, fb, threads=threads)
     ra, rb = ca.create_infer_request(), cb.create_infer_request()
@@ -100,33 +100,25 @@ def measure_ab(a: ModelHandle | Any, b: ModelHandle | Any, runs: int = 20, warmu
 
 
 def _ov_to_graph_names(handle: ModelHandle, ovm) -> dict[str, str]:
-    """{OpenVINO friendly name: graph node name}. Identity for IR; via tensor names for ONNX."""
-    if handle.format == "ir":
-        return {op.get_friendly_name(): op.get_friendly_name() for op in ovm.get_ops()}
-    tensor_to_node = {}
-    names = set()
-    for i, n in enumerate(handle.onnx.graph.node):
-        nm = n.name or f"{n.op_type}_{i}"
-        names.add(nm)
-        for o in n.output:
-            if o:
-                tensor_to_node[o] = nm
+    """{OpenVINO friendly name: graph node id (as ``layers`` names it)}, read through the graph view: the name
+    itself when it is a node id, else by the tensor names of the op's outputs, else by a name prefix that is a
+    node id ("<node>/WithoutBiases")."""
+    from ..graph import view
+
+    v = view(handle)
+    tensor_to_node = {name: n.id for n in v.nodes if n.kind != "output"  # a Result's port repeats its input's names
+                      for t in n.outputs if t for name in v.names_of(t)}
+    ids = set(v.by_id)
     out = {}
     for op in ovm.get_ops():
         fn = op.get_friendly_name()
-        hit = None
-        for port in op.outputs():
-            for t in port.get_names():
-                if t in tensor_to_node:
-                    hit = tensor_to_node[t]
-                    break
-            if hit:
-                break
+        hit = fn if fn in ids else next((tensor_to_node[t] for port in op.outputs() for t in port.get_names()
+                                         if t in tensor_to_node), None)
         prefix = fn
         for _ in range(3):  # "<node>/WithoutBiases" and similar decompositions keep the node name as prefix
             if hit is not None or not prefix:
                 break
-            if prefix in names:
+            if prefix in ids:
                 hit = prefix
             prefix = prefix.rpartition("/")[0]
         if hit is not None:
@@ -140,7 +132,7 @@ class _PerfSession:
     def __init__(self, model: ModelHandle | Any, threads: int | None = None,
                  input_shape: dict[str, list[int]] | list[int] | None = None, warmup: int = 1):
         self.handle = _handle(model)
-        self.fixed = _fixed_input_shapes(self.handle, input_shape)
+        self.fixed = fixed_input_shapes(self.handle, input_shape)
         self.compiled, self.ovm = _compiled(self.handle, self.fixed, perf=True, threads=threads)
         self.req = self.compiled.create_infer_request()
         self.x = _feed(self.handle, self.fixed)

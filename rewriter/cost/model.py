@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import RewriteError
 from ..model import ModelHandle
-from .layers import LayerInfo, _make_layer, layers, synthetic_conv
+from .layers import LayerInfo, layers, make_layer, synthetic_conv
 from .lowering import Lowering, resize_lowering
 from .profiles import FRAME_BUDGET_MS, NPU_PROFILES, CPUProfile, NPUProfile
 
@@ -157,7 +157,7 @@ def _dpu_work(kind: str, info: LayerInfo, p: NPUProfile, prec: str) -> tuple[flo
     return pix * g * _ceil_to(max(1, c // g), g16) * cin_pad * kh * kw, macs_per_cycle
 
 
-def _dpu_time(kind: str, info: LayerInfo, p: NPUProfile, prec: str, in_ddr_elems: int = 0, out_ddr: bool = False,
+def dpu_time(kind: str, info: LayerInfo, p: NPUProfile, prec: str, in_ddr_elems: int = 0, out_ddr: bool = False,
               tasks: int = 1) -> tuple[float, str]:
     """µs of one DPU layer: max(compute, DDR traffic) + per-workload overhead; and a note.
 
@@ -174,7 +174,7 @@ def _dpu_time(kind: str, info: LayerInfo, p: NPUProfile, prec: str, in_ddr_elems
     compute_us = work / (rate * p.dpus * util) / p.dpu_clock_mhz
     w_b = info.weight_elems * bpe
     act_b = (info.in_elems + info.out_elems) * bpe
-    cmx = p.cmx_bytes_per_tile - _RUNTIME_CMX - min(w_b, p.cmx_bytes_per_tile // 2)
+    cmx = p.cmx_bytes_per_tile - RUNTIME_CMX - min(w_b, p.cmx_bytes_per_tile // 2)
     spatial = max(1, math.ceil(act_b / p.tiles / max(cmx, 1)))  # spatial tiles per NCE tile
     ch_blocks = math.ceil(c / p.dw_channels_per_workload) if kind in ("dwconv", "dwconvtranspose", "pool") else 1
     workloads = tasks * spatial * p.tiles * max(p.dpus_per_tile, ch_blocks)
@@ -189,10 +189,10 @@ def _dpu_time(kind: str, info: LayerInfo, p: NPUProfile, prec: str, in_ddr_elems
     return max(compute_us, dma_us) + overhead_us, "; ".join(notes)
 
 
-_RUNTIME_CMX = 80 * 1024  # CMX reserved for the runtime [VPUNN-LAYER]
+RUNTIME_CMX = 80 * 1024  # CMX reserved for the runtime [VPUNN-LAYER]
 
 
-def _lowered_resize_us(low: Lowering, info: LayerInfo, p: NPUProfile, prec: str, in_ddr: int, out_ddr: bool) -> float:
+def lowered_resize_us(low: Lowering, info: LayerInfo, p: NPUProfile, prec: str, in_ddr: int, out_ddr: bool) -> float:
     """Price the ops the compiler emits for one resize (see ``lowering.resize_lowering``)."""
     bpe = 1 if prec == "int8" else 2
     total = 0.0
@@ -210,20 +210,20 @@ def _lowered_resize_us(low: Lowering, info: LayerInfo, p: NPUProfile, prec: str,
             total += max(us, ddr_b / (p.ddr_gbps * 1e3))
         elif kind == "copy":  # DMA copy (strided concat, slice, pad): CMX-to-CMX when it fits, else via DDR
             b = op["elems"] * bpe
-            fits = b / p.tiles <= p.cmx_bytes_per_tile - _RUNTIME_CMX
+            fits = b / p.tiles <= p.cmx_bytes_per_tile - RUNTIME_CMX
             bw = p.cmx_bytes_per_cycle * p.dpu_clock_mhz if fits else p.ddr_gbps * 1e3 / 2  # read + write
             total += b / bw + p.dma_latency_us
         elif kind in ("dwconv", "pool"):
             c = op["in"][1]
-            li = _make_layer(info.node, "GroupConvolution", "dwconv" if kind == "dwconv" else "pool", [op["in"]],
+            li = make_layer(info.node, "GroupConvolution", "dwconv" if kind == "dwconv" else "pool", [op["in"]],
                              op["out"], weight_shape=[c, 1, *op["kernel"]] if kind == "dwconv" else None, groups=c,
                              stride=tuple(op["stride"]), kernel=tuple(op["kernel"]), precision=prec)
-            total += _dpu_time(li.op, li, p, prec)[0]
+            total += dpu_time(li.op, li, p, prec)[0]
         elif kind == "gconv_lines":  # one tiny GroupConv per output line: overhead-bound, out of DDR
             c = op["in"][1]
-            li = _make_layer(info.node, "GroupConvolution", "dwconv", [op["in"]], op["out"],
+            li = make_layer(info.node, "GroupConvolution", "dwconv", [op["in"]], op["out"],
                              weight_shape=[c, 1, *op["kernel"]], groups=c, kernel=tuple(op["kernel"]), precision=prec)
-            one = _dpu_time("dwconv", li, p, prec)[0]
+            one = dpu_time("dwconv", li, p, prec)[0]
             per_line_ddr = (li.in_elems + li.out_elems) * bpe / (p.ddr_gbps * 1e3)
             total += op["lines"] * max(one, per_line_ddr)
         else:
@@ -254,7 +254,7 @@ def npu_layer_cost(info: LayerInfo, p: NPUProfile) -> LayerCost:
 
     if kind == "resize":
         low = _resize_lowering(info, p.name, prec)
-        us = _lowered_resize_us(low, info, p, prec, in_ddr, out_ddr)
+        us = lowered_resize_us(low, info, p, prec, in_ddr, out_ddr)
         unit = "shave" if low.engine == "shave" else ("dma" if low.engine == "dma" else "dpu")
         return LayerCost(unit=unit, engine=low.engine, us=us, note=low.rule,
                          lowering={"rule": low.rule, "citation": low.citation, "ops": len(low.ops)}, **base)
@@ -269,7 +269,7 @@ def npu_layer_cost(info: LayerInfo, p: NPUProfile) -> LayerCost:
         us = max(cmx_us, dma_us if ddr_b else 0.0) + (p.dma_latency_us if copy_b and not ddr_b else 0.0)
         return LayerCost(unit="dma", engine="dma", us=us, note=note, **base)
     if kind in _DPU_KINDS:
-        us, dnote = _dpu_time(kind, info, p, prec, in_ddr, out_ddr)
+        us, dnote = dpu_time(kind, info, p, prec, in_ddr, out_ddr)
         return LayerCost(unit="dpu", engine="dpu", us=us, note=dnote, **base)
     raise RewriteError(f"{info.node}: no NPU cost for kind '{kind}'")
 
@@ -297,7 +297,7 @@ def npu_residency(infos: list[LayerInfo], p: NPUProfile, precision_of=None) -> N
                 out.append(c)
         return out
 
-    cmx_half = (p.cmx_bytes_per_tile - _RUNTIME_CMX) / 2
+    cmx_half = (p.cmx_bytes_per_tile - RUNTIME_CMX) / 2
 
     def spilled(li: LayerInfo, rs: list[str]) -> bool:
         bpe = 1 if li.precision == "int8" else 2
@@ -517,9 +517,9 @@ def dwpw_pair_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, 
                                         precision=precision), target, p).us
         dw = rank * one
         if rank > 1:
-            from .layers import _make_layer
+            from .layers import make_layer
 
-            cat = _make_layer("concat", "Concat", "concat", [[1, cin, ho, wo]] * rank, [1, cin * rank, ho, wo],
+            cat = make_layer("concat", "Concat", "concat", [[1, cin, ho, wo]] * rank, [1, cin * rank, ho, wo],
                               precision=precision)
             dw += layer_cost(cat, target, p).us
     pw = layer_cost(synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision),

@@ -13,33 +13,56 @@ from .editor import Builder, Editor
 from .view import CONV_KINDS, KINDS, GraphView, Node, ResizeInfo
 
 __all__ = ["CONV_KINDS", "KINDS", "Builder", "Editor", "GraphView", "Node", "ResizeInfo", "editor",
-           "parse_input_shape", "view"]
+           "SHAPE_EXAMPLE", "parse_input_shape", "view"]
+
+
+SHAPE_EXAMPLE = "1,3,288,512 (or NAME:1,3,288,512;OTHER:...)"
 
 
 def parse_input_shape(spec: str | dict | list | None, model: Any) -> dict[str, list[int]] | None:
-    """``"1,3,288,512"`` (single-input models) or ``"name:1,3,288,512;other:..."`` → {input name: shape}."""
+    """The one ``--input-shape`` parser (``rewrite``, ``rewrite cost``, ``rewrite optimize`` and the library).
+
+    ``"1,3,288,512"`` (or ``1x3x288x512``; single-input models), ``"name:1,3,288,512;other:..."``, a list of
+    dims, or ``{input name: dims}`` → ``{input name: [dims]}``, checked against ``model``'s inputs (names,
+    rank, dims >= 1). Every fault is a ``RewriteError`` starting ``--input-shape 'SPEC':``.
+    """
     from ..errors import RewriteError
 
-    if spec is None or isinstance(spec, dict):
-        return spec
-    names = [n for n, _, _ in model.inputs()]
-    items = [spec] if isinstance(spec, list) else [s for s in spec.split(";") if s.strip()]
+    if spec is None:
+        return None
+    text = spec if isinstance(spec, str) else repr(spec)
+
+    def bad(why: str) -> RewriteError:
+        return RewriteError(f"--input-shape {text!r}: {why}")
+
+    inputs = {n: shape for n, shape, _ in model.inputs()}
+    names = list(inputs)
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    elif isinstance(spec, (list, tuple)):
+        items = [("", spec)]
+    else:
+        items = [(name.strip(), dims) for name, _, dims in
+                 (s.strip().rpartition(":") for s in spec.split(";") if s.strip())]
+        if not items:
+            raise bad(f"expected dims like {SHAPE_EXAMPLE}")
     out: dict[str, list[int]] = {}
-    for item in items:
-        name, _, dims = item.rpartition(":") if isinstance(item, str) else ("", "", item)
+    for name, dims in items:
         if not name:
             if len(names) != 1:
-                raise RewriteError(f"--input-shape {spec!r}: the model has inputs {', '.join(names)}; "
-                                   "give NAME:1,3,288,512")
+                raise bad(f"the model has inputs {', '.join(names)}; give NAME:1,3,288,512")
             name = names[0]
-        if name not in names:
-            raise RewriteError(f"--input-shape: the model has no input '{name}' (inputs: {', '.join(names)})")
+        if name not in inputs:
+            raise bad(f"the model has no input '{name}' (inputs: {', '.join(names)})")
+        parts = dims.replace("x", ",").split(",") if isinstance(dims, str) else list(dims)
         try:
-            shape = [int(d) for d in (dims.split(",") if isinstance(dims, str) else dims)]
-        except ValueError as e:
-            raise RewriteError(f"--input-shape {spec!r}: expected integers like 1,3,288,512") from e
-        if any(d < 1 for d in shape):
-            raise RewriteError(f"--input-shape {spec!r}: dimensions must be >= 1")
+            shape = [int(str(d).strip()) for d in parts]
+        except ValueError:
+            raise bad(f"expected integers like {SHAPE_EXAMPLE}") from None
+        if not shape or any(d < 1 for d in shape):
+            raise bad("dimensions must be integers >= 1")
+        if inputs[name] and len(shape) != len(inputs[name]):  # an input without a declared rank takes any
+            raise bad(f"input '{name}' has {len(inputs[name])} dims, got {len(shape)}")
         out[name] = shape
     return out
 
@@ -47,10 +70,10 @@ def parse_input_shape(spec: str | dict | list | None, model: Any) -> dict[str, l
 def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of a :class:`~rewriter.model.ModelHandle` in its current state (cached)."""
     if model.format == "onnx" and getattr(model, "shared", False):  # a lazy clone reads its source's view
-        return view(model._cow, input_shape)
-    key = (model.version, id(model.proto if model.format == "onnx" else model.ov),
+        return view(model.shares, input_shape)
+    key = (model.version, id(model.graph_proto if model.format == "onnx" else model.ov),
            repr(sorted((input_shape or {}).items())))
-    cached = getattr(model, "_view", None)
+    cached = model.view_cache
     if cached is not None and cached[0] == key:
         return cached[1]
     if model.format == "onnx":
@@ -58,7 +81,7 @@ def view(model: Any, input_shape: dict[str, list[int]] | None = None) -> GraphVi
     else:
         from .openvino_backend import build_view
     v = build_view(model, input_shape)
-    model._view = (key, v)
+    model.view_cache = (key, v)
     return v
 
 

@@ -48,7 +48,7 @@ def node_ids(model: onnx.ModelProto) -> list[str]:
 
 def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> GraphView:
     """The :class:`GraphView` of ``handle.onnx``."""
-    m = handle.proto
+    m = handle.graph_proto  # a donor's large weights may have no data here: _const reads them back
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     producers: dict[str, onnx.NodeProto] = {o: n for n in g.node for o in n.output}
@@ -76,12 +76,29 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
             shapes_cache.update(_shapes(m, inits, input_shape, dtypes))
         return shapes_cache
 
-    view = GraphView("onnx", nodes, graph_inputs, [o.name for o in g.output], ops, lambda t: None, shapes,
-                     dtypes, tags, handle.name)
-    view._const_of = lambda t: _const(t, inits, producers, view)
+    weights = _Weights(handle, inits) if handle.hollow else inits
+    # constants fold Shape ops through the view's shapes: the closure reads ``view`` once it exists
+    view = GraphView("onnx", nodes, graph_inputs, [o.name for o in g.output], ops,
+                     lambda t: _const(t, weights, producers, view), shapes, dtypes, tags, handle.name)
     for node in view.of_kind("resize"):
         node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view
+
+
+class _Weights(dict):
+    """Initializers of a handle that gave its large weights away: a value read reloads them (``handle.proto``)."""
+
+    def __init__(self, handle, inits: dict):
+        super().__init__(inits)
+        self.handle = handle
+
+    def __getitem__(self, name: str) -> onnx.TensorProto:
+        t = super().__getitem__(name)
+        if int(np.prod(t.dims)) > SMALL and self.handle.hollow:
+            for full in self.handle.proto.graph.initializer:
+                self[full.name] = full
+            t = super().__getitem__(name)
+        return t
 
 
 def _np(elem: int) -> np.dtype:
@@ -143,6 +160,7 @@ def _conv_attrs(node: Node, inits: dict, producers: dict) -> None:
         a["weight_shape"] = dims
     if len(n.input) > 2 and n.input[2]:
         a["bias"] = n.input[2]
+    a["can_take_bias"] = True  # a bias is the conv's own third input
     node.kind = conv_kind(dims, groups)
 
 

@@ -75,8 +75,8 @@ def build_view(handle, input_shape: dict[str, list[int]] | None = None) -> Graph
 
     view = GraphView("ir", nodes, [tensor_id(p.output(0)) for p in m.get_parameters()],
                      [tensor_id(r.input_value(0)) for r in m.get_results()], 13,
-                     lambda tid: _const(outputs.get(tid)), shapes, dtypes, handle.tags(), handle.name)
-    view._names = {tid: tuple(sorted(o.get_names())) for tid, o in outputs.items()}
+                     lambda tid: _const(outputs.get(tid)), shapes, dtypes, handle.tags(), handle.name,
+                     names={tid: tuple(sorted(o.get_names())) for tid, o in outputs.items()})
     for node in view.of_kind("resize"):
         node.attrs["resize"] = Lazy(lambda node=node: _resize_info(view, node))
     return view
@@ -203,6 +203,7 @@ def _conv_attrs(node: Node, op) -> None:
                 and other.get_node().get_type_name() in ("Constant", "Convert"):
             a["bias"], a["bias_add"] = tensor_id(other), add.get_friendly_name()
             a["biased_output"] = tensor_id(add.output(0))
+    a["can_take_bias"] = "bias_add" in a  # a bias lives in the Add after the conv: none, no bias
     node.kind = conv_kind(dims, a["groups"]) if nsp else "other"
 
 

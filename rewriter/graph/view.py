@@ -56,7 +56,8 @@ class GraphView:
 
     def __init__(self, fmt: str, nodes: list[Node], inputs: list[str], outputs: list[str], opset: int,
                  const_of: Callable[[str], np.ndarray | None], shapes: Callable[[], dict],
-                 dtypes: dict[str, np.dtype], tags: dict[str, str], name: str = ""):
+                 dtypes: dict[str, np.dtype], tags: dict[str, str], name: str = "",
+                 names: dict[str, tuple[str, ...]] | None = None):
         self.format = fmt  # for backends and the engine only: passes never branch on it
         self.nodes = nodes
         self.by_id = {n.id: n for n in nodes}
@@ -70,7 +71,7 @@ class GraphView:
         self._shapes_fn = shapes
         self._shapes: dict[str, list[int | None] | None] | None = None
         self._consts: dict[str, np.ndarray | None] = {}
-        self._names: dict[str, tuple[str, ...]] = {}  # set by a backend whose tensors carry other names (IR)
+        self._names = names or {}  # a backend whose tensors carry other names (IR) gives them
         self.producer: dict[str, Node] = {}
         self.consumers: dict[str, list[tuple[Node, int]]] = {}
         for n in nodes:
