@@ -210,9 +210,15 @@ def _run_feeds(model: ModelHandle, feeds: list[dict[str, np.ndarray]], runtime: 
     from .runtime import Runner
 
     try:
+        from .progress import count
+
         r = Runner(model, runtime, taps)
         names = {n for n, _, _ in model.inputs()}
-        return [r.run({k: v for k, v in f.items() if k in names}) for f in feeds]
+        outs = []
+        for i, f in enumerate(feeds):
+            outs.append(r.run({k: v for k, v in f.items() if k in names}))
+            count(f"running {model.name} on {len(feeds)} image(s)", i + 1, len(feeds))
+        return outs
     except RewriteError:
         raise
     except Exception as e:  # compile/run failures are about the model the user gave
