@@ -235,7 +235,10 @@ def _pass_reason(p: dict, cumulative: dict | None = None) -> str:
                     or [] if d.get("pass") == p.get("name")), "")
         return f"dropped at the final check on the test split, {_cut(why, 70)}" if why else _DROP_REASON[st]
     if st == "failed":
-        return f"crashed: {first_sentence(p.get('error'), 70)}"
+        err = str(p.get("error") or "").removeprefix(f"pass {p.get('name')} crashed: ")
+        if err.startswith(f"pass {p.get('name')} produced an invalid model: "):
+            return f"invalid model: {first_sentence(err.split(': ', 1)[1], 70)}"
+        return f"crashed: {first_sentence(err, 70)}"
     if st == "rolled_back":
         fid = p.get("fidelity") or {}
         msg = _over_budget(fid.get("message") or p.get("error"))
@@ -423,7 +426,7 @@ def optimize_view(rep: OptimizeReport) -> dict:
 # ---- sections: rewrite report ----------------------------------------------------------------------------
 def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     secs = []
-    head = Section("Rewrite")
+    head = Section("Optimize" if r.get("kind") == "optimize" else "Rewrite")
     out = r.get("output") or "(not written)"
     head.lines.append(f"{r.get('input', '?')} ({r.get('format', '?')}) → {out} ({r.get('output_format', '?')})")
     passes = r.get("passes") or []
@@ -986,9 +989,9 @@ def _bars_table(b: Bars) -> Table:
 
 # ---- HTML --------------------------------------------------------------------------------------------------
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px auto;max-width:1300px;
 color:#1d232b;padding:0 16px}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d6dbe1;padding-bottom:3px}
+h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d6dbe1;padding-bottom:3px}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}
 th,td{border:1px solid #d6dbe1;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -997,10 +1000,10 @@ figure{display:inline-block;margin:6px 12px 6px 0}figure img{max-width:480px;bor
 figcaption{font-size:12px;color:#555}.missing{color:#a33}
 .chart text{font:11px system-ui,sans-serif}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0 12px}
-.card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:8px 12px;min-width:220px;
-flex:1 1 220px;max-height:150px;overflow:hidden;font-size:13px}
-.card.wide{flex:2 1 340px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
-.card .big{font-size:22px;font-weight:600}.k{color:#555;font-size:12px}
+.card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:6px 10px;min-width:170px;
+flex:1 1 170px;max-height:150px;overflow:hidden;font-size:13px}
+.card.wide{flex:1.6 1 260px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
+.card .big{font-size:20px;font-weight:600}.card .line{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.k{color:#555;font-size:12px}
 .err{color:#a33;font-weight:600}pre{white-space:pre-wrap;font-size:12px;background:#f6f7f9;padding:8px}
 .top{display:flex;gap:16px;flex-wrap:wrap}.top>section{flex:1 1 420px}
 .pics .row{display:flex;gap:8px;flex-wrap:wrap}.pics figure{margin:4px 0}
@@ -1086,10 +1089,11 @@ def _cards(report: dict) -> str:
         kept = [f"{p.get('name')} ({p.get('sites_changed', 0)} sites)" for p in passes if p.get("status") in _KEPT]
         dropped = [f"{p.get('name')} — {_pass_reason(p, report.get('cumulative'))}" for p in passes
                    if p.get("status") not in _KEPT]
+        shown = dropped[:3] + ([f"… {len(dropped) - 3} more (Passes, below)"] if len(dropped) > 3 else [])
         cards.append('<div class="card wide"><div class="k">passes</div>'
                      f'<div class="big">{len(kept)} kept, {len(dropped)} dropped</div>'
                      f'<div>kept: {html.escape(", ".join(kept) or "nothing")}</div>'
-                     + "".join(f"<div>dropped: {html.escape(d)}</div>" for d in dropped) + "</div>")
+                     + "".join(f'<div class="line">dropped: {html.escape(d)}</div>' for d in shown) + "</div>")
     if report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report)):
         for line in diff_headline(report)[:1]:
             cards.insert(0, f'<div class="card wide"><div class="k">structure</div><div>{html.escape(line)}'

@@ -91,7 +91,7 @@ class Gate(_Keyed):
     budget: dict[str, float] | None = None
     needed: dict[str, Any] | None = None  # the budget / tolerance that would have passed
     metrics: dict[str, Any] | None = None  # {"mean", "worst", "worst_image", "per_image"} or flat
-    inputs: int | None = None
+    inputs: int | str | None = None  # how many inputs, or what they were ("4 random (seeds …)")
     images: list[str] | None = None
     notes: list[str] | None = None
     passes: list[str] | None = None  # cumulative: the passes in the final model
