@@ -938,7 +938,7 @@ def render_text(report: Report, verbose: bool = False) -> str:
     if not verbose:
         return "\n".join(out + ["(details: -v, or the --report/--md/--html files)"]) + "\n"
     out.append("")
-    for s in sections(report, verbose):
+    for s in _with_decisions(report, sections(report, verbose)):
         out.append(s.title)
         out.append("=" * min(len(s.title), WIDTH))
         for line in s.lines:
@@ -954,6 +954,12 @@ def render_text(report: Report, verbose: bool = False) -> str:
 
 
 # ---- Markdown ----------------------------------------------------------------------------------------------
+def _with_decisions(report: dict, secs: list[Section]) -> list[Section]:
+    """The sections with the per-site decision table second (text and Markdown; the HTML places it itself)."""
+    decisions = decision_table(report)
+    return secs[:1] + [Section("Per-site decisions", tables=[decisions])] + secs[1:] if decisions.rows else secs
+
+
 def _md_cell(c: Any) -> str:
     return (c if isinstance(c, str) else _num(c)).replace("|", "\\|").replace("\n", " ")
 
@@ -964,9 +970,7 @@ def render_markdown(report: Report, verbose: bool = True) -> str:
     report = document(report)
     secs = sections(report, verbose)
     out = [f"# {_title(report, secs)}", ""] + [f"- {_md_cell(line)}" for line in headline(report)] + [""]
-    decisions = decision_table(report)
-    if decisions.rows:
-        secs.insert(1, Section("Per-site decisions", tables=[decisions]))
+    secs = _with_decisions(report, secs)
     for s in secs:
         out += [f"## {s.title}", ""]
         out += [f"{line}  " for line in s.lines]
