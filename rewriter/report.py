@@ -1007,7 +1007,8 @@ figcaption{font-size:12px;color:#555}.missing{color:#a33}
 .card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:6px 10px;min-width:170px;
 flex:1 1 170px;max-height:150px;overflow:hidden;font-size:13px}
 .card.wide{flex:1.6 1 260px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
-.card .big{font-size:20px;font-weight:600}.card .line{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.k{color:#555;font-size:12px}
+.card .big{font-size:20px;font-weight:600}
+.card .line{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.k{color:#555;font-size:12px}
 .err{color:#a33;font-weight:600}pre{white-space:pre-wrap;font-size:12px;background:#f6f7f9;padding:8px}
 .top{display:flex;gap:16px;flex-wrap:wrap}.top>section{flex:1 1 420px}
 .pics .row{display:flex;gap:8px;flex-wrap:wrap}.pics figure{margin:4px 0}

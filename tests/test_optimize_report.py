@@ -8,9 +8,9 @@ import pytest
 
 from rewriter.optimizer import OptimizeReport, ParetoPoint, _fidelity, _site_rows
 from rewriter.optimizer.executors import InProcessExecutor
-from rewriter.report import decision_table, render_html, render_text, write_html, write_json, write_markdown
 from rewriter.optimizer.search import Search
 from rewriter.optimizer.synthetic import SiteSpec, SyntheticSpace
+from rewriter.report import decision_table, render_html, render_text, write_html, write_json, write_markdown
 
 BUDGET = {"rel_l2": 0.05}
 
