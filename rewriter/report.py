@@ -1312,7 +1312,7 @@ def pareto_svg(points: list[dict], width: int = 560, height: int = 300, chosen: 
         parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="8" fill="none" stroke="#c0392b" stroke-width="3">'
                      f'<title>chosen: {_msnum(chosen["latency_ms"])} ms, {_num(extra_y[0])} of the budget'
                      "</title></circle>")
-    parts.append(f'<text x="{L + 8}" y="{T + 10}" fill="#555">● Pareto point  ○ chosen  ■ input</text>'
+    parts.append(f'<text x="{L + 8}" y="{height - B - 8}" fill="#555">● Pareto point  ○ chosen  ■ input</text>'
                  if chosen else "")
     parts.append("</svg>")
     return "".join(parts)
