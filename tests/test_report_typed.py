@@ -294,3 +294,11 @@ def test_nncf_bars_become_our_counts():
     assert [c for c in bar.counts if "Statistics" in c[0]] == [("nncf: Statistics collection", i, 3)
                                                                for i in (1, 2, 3)]
     assert agg.track is original and track_progress.track is original
+
+
+def test_optimize_quiet_prints_only_the_output_path(tiny, capfd):
+    out = tiny.parent / "quiet.onnx"
+    capfd.readouterr()
+    assert main(["optimize", str(tiny), "--target", "cpu", "--passes", "asym_interp,int8", "-o", str(out), "-q"]) == 0
+    got = capfd.readouterr()  # file descriptors: NNCF's own bars would write there
+    assert got.err == "" and got.out.strip() == str(out)
