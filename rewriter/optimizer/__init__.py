@@ -87,7 +87,7 @@ def _count(phase: str, done: int, total: int) -> None:
     count(f"optimize: {phase}", done, total)
 
 
-def test_pictures(space: Any, final: ModelHandle, changed: bool, folder: str | Path) -> list[dict[str, Any]]:
+def depth_pictures(space: Any, final: ModelHandle, changed: bool, folder: str | Path) -> list[dict[str, Any]]:
     """Depth before | after | |error| of the worst and a typical test-split image (``rewriter.pictures``). The
     input's outputs are the ones the search already computed on the test split; the final model runs once per
     test image (not at all when it is the input)."""
@@ -285,7 +285,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         say("depth pictures of the test split ...")
         with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
             try:
-                rep.pictures = test_pictures(space, final, res.point != Point(), tmp)
+                rep.pictures = depth_pictures(space, final, res.point != Point(), tmp)
             except (RewriteError, ValueError) as e:  # a courtesy: the report is still written without them
                 rep.notes.append(f"no depth pictures: {e}")
             write_html(rep, html)
