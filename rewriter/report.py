@@ -365,19 +365,22 @@ def optimize_view(rep: OptimizeReport) -> dict:
     fid = d.get("fidelity") or {}
     passes = []
     for name in d.get("passes") or []:
-        rows = [s for s in d.get("sites") or [] if s.get("pass_name") == name]
+        # a site choice may combine passes ("asym_interp+interp_deconv"): it counts for each, is listed under the first
+        rows = [s for s in d.get("sites") or [] if name in str(s.get("pass_name", "")).split("+")]
         sites = []
         for s in rows:
+            if str(s.get("pass_name", "")).split("+")[0] != name:
+                continue
             eng = s.get("engine") or {}
             sites.append({"node": s["site"], "op": s.get("op"), "will_change": bool(s.get("selected")),
-                          "choice": s.get("choice"), "site": s["site"],
+                          "choice": s.get("choice"), "site": s["site"], "pass": s.get("pass_name"),
                           "decision": "taken" if s.get("selected") else f"not taken: {s.get('reason') or '–'}",
                           "details": {"engine_before": eng.get("engine_before"),
                                       "engine_after": eng.get("engine_after"),
                                       "latency_us": {t: {"saved": v} for t, v in (s.get("saved_us") or {}).items()},
                                       "error_contribution": s.get("budget_used"),
                                       "engine_default": eng.get("default")}})
-        taken = sum(x["will_change"] for x in sites)
+        taken = sum(bool(x.get("selected")) for x in rows)
         entry: dict[str, Any] = {"name": name, "status": "applied" if taken else "not_taken", "sites_changed": taken,
                                  "sites": sites, "exact": False, "notes": []}
         if name == "int8" and isinstance(d.get("int8"), dict):
@@ -416,8 +419,8 @@ def optimize_view(rep: OptimizeReport) -> dict:
         "cumulative": _optimize_gate(fid.get("test") or {}, budget, "test", len(names.get("test") or [])),
         "validation": _optimize_gate(val, budget, "validation", len(names.get("validation") or [])),
         "pareto": d.get("pareto") or [], "pareto_chosen": chosen,
-        "chosen": ", ".join(taken_sites[:4]) + (f", … (+{len(taken_sites) - 4})" if len(taken_sites) > 4 else "")
-        if taken_sites else "the input (no site choice)",
+        "chosen": (f"{len(taken_sites)} site choice(s)" if taken_sites else "the input (no site choice)")
+        + (", int8" if (d.get("int8") or {}).get("enabled") else ""),
         "search": d.get("search") or {}, "int8": d.get("int8"), "exit_code": d.get("exit_code", 0),
         "pictures": list(getattr(rep, "pictures", None) or []),
     }
@@ -1217,7 +1220,8 @@ def decision_table(report: Report) -> Table:
             if eb is None and ea is None and site.get("node") in engines:
                 eb, ea = engines[site["node"]]
             err = d.get("error_contribution")
-            rows.append([site.get("node"), p.get("name") + ("" if status in _KEPT else f" ({status})"), choice,
+            who = site.get("pass") or p.get("name")
+            rows.append([site.get("node"), who + ("" if status in _KEPT else f" ({status})"), choice,
                          f"{eb or '–'} → {ea or '–'}" if (eb or ea) else "–"]
                         + [_num(round(v, 1)) if (v := _saved_us(d.get("latency_us"), t)) is not None else "–"
                            for t in targets]

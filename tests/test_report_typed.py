@@ -175,11 +175,13 @@ def test_optimize_site_rows_become_decisions_with_error_contribution():
 
     rep = OptimizeReport(
         input="m.onnx", format="onnx", targets=["mtl", "cpu"], objective="mtl", budget={"rel_l2": 0.05},
-        passes=["dwpw", "asym_interp"],
+        passes=["dwpw", "asym_interp", "interp_deconv"],
         sites=[SiteRow("conv1", "dwpw", "conv", "rank2", {"mtl": 40.0, "cpu": 12.5}, {"rel_l2": 0.3}, 0.3,
                        {"engine_before": {"mtl": {"engine": "dpu"}}, "engine_after": {"mtl": {"engine": "dpu"}}}),
                SiteRow("resize1", "asym_interp", "resize", "asymmetric", {"mtl": 0.0}, {}, 0.0,
-                       selected=False, reason="skip: no predicted saving on mtl")],
+                       selected=False, reason="skip: no predicted saving on mtl"),
+               SiteRow("up2", "asym_interp+interp_deconv", "resize", "half_pixel+deconv", {"mtl": 5.0, "cpu": -1.0},
+                       {"rel_l2": 0.1}, 0.1)],
         pareto=[ParetoPoint(2.0, {"mean": {"rel_l2": 0.0}}, {}), ParetoPoint(1.9, {"mean": {"rel_l2": 0.01}}, {})],
         fidelity={"validation": {"passed": True, "budget_used": 0.3},
                   "test": {"passed": True, "metrics": {"mean": {"rel_l2": 0.016}},
@@ -187,11 +189,15 @@ def test_optimize_site_rows_become_decisions_with_error_contribution():
         latency={"mtl": {"before_ms": 2.0, "after_ms": 1.96}, "cpu": {"before_ms": 9.0, "after_ms": 8.98}},
         inputs={"test": ["a", "b"]})
     t = decision_table(rep)
-    assert t.rows == [["conv1", "dwpw", "rank2", "dpu → dpu", "40", "12.5", "30.0 % of budget"]]
+    assert t.rows == [["conv1", "dwpw", "rank2", "dpu → dpu", "40", "12.5", "30.0 % of budget"],
+                      ["up2", "asym_interp+interp_deconv", "half_pixel+deconv", "–", "5", "-1", "10.0 % of budget"]]
     lines = headline(rep)
     assert lines[2] == "fidelity on 2 held-out test images: within budget — rel_l2 0.016 ≤ 0.05"
-    assert "kept: dwpw (1 site(s))" in lines
-    assert "dropped asym_interp: no site taken: skip: no predicted saving on mtl (1 site(s))" in lines
+    # a combined choice counts for both of its passes
+    assert "kept: dwpw (1 site(s)), asym_interp (1 site(s)), interp_deconv (1 site(s))" in lines
+    assert "optimize: 2 Pareto point(s); chosen 2 site choice(s)" in lines
+    rep.sites = rep.sites[:2]
+    assert "dropped asym_interp: no site taken: skip: no predicted saving on mtl (1 site(s))" in headline(rep)
 
 
 # ---- the first screen in headless Chromium -------------------------------------------------------------------
