@@ -130,11 +130,11 @@ def nncf_into(say: Any, quiet: bool) -> Iterator[None]:
     ours = _ToProgress((lambda m: print(m, file=sys.stderr, flush=True)) if quiet else say)
     nncf_logger.addHandler(ours)
     nncf_logger.setLevel(logging.ERROR if quiet else logging.WARNING)
-    patched = _route_nncf_bars()
+    original = _route_nncf_bars()
     try:
         yield
     finally:
-        _restore_nncf_bars(patched)
+        _restore_nncf_bars(original)
         nncf_logger.removeHandler(ours)
         for h in handlers:
             nncf_logger.addHandler(h)
@@ -166,26 +166,24 @@ class _Track:
         count(self.description, self.done, self.total)
 
 
-def _route_nncf_bars() -> list[tuple[Any, Any]]:
+def _route_nncf_bars() -> Any:
     """Replace NNCF's own rich bars by :class:`_Track`: in NNCF's progress module (so modules imported later take
-    ours) and in every loaded NNCF module that imported them. Returns what to restore."""
+    ours) and in every loaded NNCF module that imported them. Returns NNCF's ``track`` (None without NNCF)."""
     try:
         import nncf.common.logging.track_progress as source
     except ImportError:
-        return []
+        return None
     original = source.track
-    patched = []
-    for name, module in list(sys.modules.items()):
-        if name.startswith("nncf") and getattr(module, "track", None) is original:
-            patched.append((module, original))
-            module.track = _Track
-    return patched
+    _swap_track(original, _Track)
+    return original
 
 
-def _restore_nncf_bars(patched: list[tuple[Any, Any]]) -> None:
-    if not patched:
-        return
-    original = patched[0][1]
+def _swap_track(old: Any, new: Any) -> None:
     for name, module in list(sys.modules.items()):  # also the modules first imported while ours was in place
-        if name.startswith("nncf") and getattr(module, "track", None) is _Track:
-            module.track = original
+        if name.startswith("nncf") and getattr(module, "track", None) is old:
+            module.track = new
+
+
+def _restore_nncf_bars(original: Any) -> None:
+    if original is not None:  # also the modules first imported while ours was in place
+        _swap_track(_Track, original)
