@@ -47,13 +47,13 @@ def run_cell(spec: dict) -> dict:
                             verify=spec.get("verify", True), on_fail=spec.get("on_fail", "keep"),
                             seed=spec.get("seed", 0))
         out["rewrite_s"] = round(time.perf_counter() - t1, 2)
-        out["report"] = report
+        out["report"] = report.to_json()
     except Exception as e:  # every failure becomes a recorded cell error, never a lost run
         out["error"] = f"{type(e).__name__}: {e}"
         out["traceback"] = traceback.format_exc(limit=8)
-        report = getattr(e, "report", None)  # GateFailed carries the partial report
-        if isinstance(report, dict):
-            out["report"] = report
+        report = getattr(e, "report", None)  # GateFailed carries the partial report (a RewriteReport)
+        if hasattr(report, "to_json"):
+            out["report"] = report.to_json()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
     return out
 

@@ -14,7 +14,7 @@ def load(src) -> ModelHandle:
 
 
 def rewrite(model, passes, **kwargs):
-    """Apply passes in order; returns ``(new ModelHandle, report dict)``. See ``rewriter.manager.rewrite``."""
+    """Apply passes in order; returns ``(new ModelHandle, RewriteReport)``. See ``rewriter.manager.rewrite``."""
     from .manager import rewrite as _rewrite
 
     return _rewrite(model, passes, **kwargs)

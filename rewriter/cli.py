@@ -18,8 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import GateFailed, RewriteError
+
+if TYPE_CHECKING:
+    from .results import RewriteReport
 
 EPILOG = """\
 examples:
@@ -205,8 +209,10 @@ def optimize_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="DIR", help="image folder (split into calibration/validation/test)")
     p.add_argument("--images", metavar="DIR", help="image folder for validation and test")
     p.add_argument("-o", "--output", help="output path (default: NAME.optimized.onnx / .xml beside the input)")
-    p.add_argument("--report", metavar="FILE.json", help="write the JSON report (and FILE.pareto.png)")
-    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    p.add_argument("--md", metavar="FILE.md", help="write a Markdown report")
+    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (headline, depth "
+                                                       "pictures, Pareto plot)")
     p.add_argument("--workers", type=int, default=0, help="evaluate candidates in N local processes")
     p.add_argument("--ray", metavar="ADDRESS", help="evaluate candidates on a Ray cluster (e.g. auto)")
     p.add_argument("--measure", action="store_true",
@@ -330,8 +336,10 @@ def _main_rewrite(args: argparse.Namespace) -> int:
                             input_shape=shape, checked=pre)
         report["input"] = str(src)
     except GateFailed as e:
-        report = e.report or {}
-        report["input"] = str(src)
+        from .results import RewriteReport
+
+        report = e.report if isinstance(e.report, RewriteReport) else RewriteReport(input=str(src))
+        report.input = str(src)
         print(f"rewrite: {e}", file=sys.stderr)
         code = 1
     finally:
@@ -346,7 +354,7 @@ def _main_rewrite(args: argparse.Namespace) -> int:
     return code
 
 
-def _write_reports(report: dict, args: argparse.Namespace, original: object = None) -> None:
+def _write_reports(report: RewriteReport, args: argparse.Namespace, original: object = None) -> None:
     from .report import write_html, write_json, write_markdown
 
     if args.report:
@@ -357,11 +365,12 @@ def _write_reports(report: dict, args: argparse.Namespace, original: object = No
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
-            pics = _test_split_pictures(report, args, original, tmp)
-            write_html({**report, "pictures": pics} if pics else report, args.html)
+            report.pictures = _test_split_pictures(report, args, original, tmp)
+            write_html(report, args.html)
+        report.pictures = []  # their files are gone with the folder
 
 
-def _test_split_pictures(report: dict, args: argparse.Namespace, original: object, folder: str) -> list[dict]:
+def _test_split_pictures(report: RewriteReport, args: argparse.Namespace, original: object, folder: str) -> list[dict]:
     """Depth before | after | |error| of the worst and a typical test-split image, for the HTML report only."""
     if original is None or not report.get("output") or args.no_verify:
         return []
@@ -375,7 +384,7 @@ def _test_split_pictures(report: dict, args: argparse.Namespace, original: objec
                             allow_overlap=args.allow_overlap).test
         return comparison_pictures(original, ModelHandle.load(report["output"]), test.feeds, test.names, folder)
     except (_RE, ValueError, RuntimeError, OSError) as e:  # a courtesy: the report is still written without them
-        report.setdefault("notes", []).append(f"no depth pictures: {e}")
+        report.notes.append(f"no depth pictures: {e}")
         return []
 
 

@@ -22,6 +22,7 @@ from .errors import GateFailed, InvalidGraph, RewriteError
 from .jsonable import jsonable as _jsonable
 from .model import ModelHandle
 from .passbase import Pass, PassContext
+from .results import Gate, PassEntry, RewriteReport, SiteDecision
 
 if TYPE_CHECKING:
     from .preflight import Checked
@@ -69,7 +70,7 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
             locate: bool = True, progress: Callable[[str], None] | None = None,
             input_shape: str | dict[str, list[int]] | None = None, alongside: list | None = None,
             alongside_ms: float | None = None, allow_overlap: bool = False,
-            checked: Checked | None = None) -> tuple[ModelHandle, dict]:
+            checked: Checked | None = None) -> tuple[ModelHandle, RewriteReport]:
     """Apply ``passes`` in order to ``model`` (path, ModelProto, openvino.Model or ModelHandle).
 
     Inputs are split three ways (``rewriter.inputs.split_inputs``): passes fit on the calibration split,
@@ -77,7 +78,8 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     the original on the test split (the cumulative gate, ``report["cumulative"]``). Under ``on_fail=
     "rollback"`` a failed cumulative gate drops approximate passes, the last one first, until it passes.
 
-    Returns ``(final model, report dict)``; saves to ``output`` when given. Raises ``RewriteError`` for bad
+    Returns ``(final model, RewriteReport)`` (``rewriter.results``; ``.to_json()`` is the JSON report); saves
+    to ``output`` when given. Raises ``RewriteError`` for bad
     input/usage and ``GateFailed`` when a gate (per pass or cumulative) fails under ``on_fail="stop"``
     (nothing is saved then; the exception carries the report). ``alongside`` (models) / ``alongside_ms`` add
     each target's shared-frame figures as ``latency[target]["alongside"]``. ``checked``: the
@@ -110,47 +112,44 @@ def rewrite(model: Any, passes: str | list, *, opts: dict | None = None, output:
     splits = split_inputs(original, calib, images, seed=seed, allow_overlap=allow_overlap)
     ctx = PassContext(calib_dir=calib, images_dir=images, targets=targets, seed=seed, original=original,
                       verbosity=verbosity, splits=splits, input_shape=parse_input_shape(input_shape, original))
-    report: dict[str, Any] = {"input": original.name, "output": None, "format": original.format,
-                              "output_format": to or original.format, "passes": [], "notes": list(pre.notes),
-                              "targets": list(targets),
-                              "inputs": {**splits.names(), "overlap": splits.overlap, "source": splits.source},
-                              "default_gates": _default_gates()}
+    report = RewriteReport(input=original.name, format=original.format, output_format=to or original.format,
+                           notes=list(pre.notes), targets=list(targets),
+                           inputs={**splits.names(), "overlap": splits.overlap, "source": splits.source},
+                           default_gates=_default_gates())
     if splits.overlap:
-        report["notes"].append("--allow-overlap: calibration, validation and test share images; the gates and "
+        report.notes.append("--allow-overlap: calibration, validation and test share images; the gates and "
                                "the headline fidelity are not held out")
     run = _Runner(ctx, verify, on_fail, budget, tol, check_runtime, locate, say, targets)
     chain = run.chain(plist, original.clone(), report)
     current = chain[-1].after if chain else original
-    report["passes"] = [st.entry for st in chain]
+    report.passes = [st.entry for st in chain]
     if verify:
         cum, chain = _cumulative(run, original, plist, chain, splits, report)
         current = chain[-1].after if chain else original
-        report["passes"] = [st.entry for st in chain]
-        report["cumulative"] = _jsonable(cum)
+        report.passes = [st.entry for st in chain]
+        report.cumulative = Gate.from_json(_jsonable(cum))
         if not cum.get("passed", True) and on_fail == "stop":
-            report["exit_code"] = 1
+            report.exit_code = 1
             raise GateFailed(f"cumulative gate failed: {cum.get('message')} (--on-fail stop: nothing written)",
                              report)
     else:
-        report["cumulative"] = {"skipped": "--no-verify", "split": "test"}
-    report["latency"] = _latency(original, current, targets)
+        report.cumulative = Gate(skipped="--no-verify", split="test")
+    report.latency = _latency(original, current, targets)
     if alongside or alongside_ms is not None:  # the frame shared with other workloads, per target
         from .cost.command import attach_alongside
 
-        attach_alongside(report["latency"], alongside, alongside_ms)
-    report["op_counts"] = _op_counts(original, current)
+        attach_alongside(report.latency, alongside, alongside_ms)
+    report.op_counts = _op_counts(original, current)
     if measure:
         say("measuring CPU latency (interleaved A/B) ...")
         from .cost import measure_ab
 
-        report["measured"] = measure_ab(original, current)
-    else:
-        report["measured"] = None
+        report.measured = measure_ab(original, current)
     _flag_slower(report)
     if output is not None:
         out = current.save(output, to=to, compress_to_fp16=compress_to_fp16)
-        report["output"] = str(out)
-    report["exit_code"] = 0
+        report.output = str(out)
+    report.exit_code = 0
     return current, report
 
 
@@ -165,7 +164,7 @@ class _Step:
     """One pass of the chain: its report entry, the model before it and the model after it."""
 
     p: Pass
-    entry: dict
+    entry: PassEntry
     before: ModelHandle
     after: ModelHandle
 
@@ -179,29 +178,28 @@ class _Runner:
         self.runtime, self.locate, self.say, self.targets = runtime, locate, say, targets
         self.cost_cache: dict[tuple, tuple] = {}
 
-    def chain(self, plist: list[Pass], current: ModelHandle, report: dict) -> list[_Step]:
+    def chain(self, plist: list[Pass], current: ModelHandle, report: RewriteReport) -> list[_Step]:
         """Run ``plist`` from ``current``, one step per pass."""
         steps: list[_Step] = []
         for p in plist:
             _check_format(p, current)
             self.say(f"[{p.name}] matching and rewriting ...")
-            entry = _run_pass(p, current, self.ctx, self.verify, self.on_fail, self.budget, self.tol,
-                              self.runtime, self.locate, self.say)
-            before, after = entry.pop("_before"), entry.pop("_after")
-            current = after if entry["status"] in ("applied", "kept_failed") else before
-            entry["latency"] = _pass_latency(before, current, self.targets, self.cost_cache)
+            entry, before, after = _run_pass(p, current, self.ctx, self.verify, self.on_fail, self.budget, self.tol,
+                                             self.runtime, self.locate, self.say)
+            current = after if entry.kept else before
+            entry.latency = _pass_latency(before, current, self.targets, self.cost_cache)
             steps.append(_Step(p, entry, before, current))
-            if entry["status"] in ("rolled_back", "failed") and self.on_fail == "stop":
-                report["passes"] = [st.entry for st in steps]
-                report["exit_code"] = 1
+            if entry.status in ("rolled_back", "failed") and self.on_fail == "stop":
+                report.passes = [st.entry for st in steps]
+                report.exit_code = 1
                 raise GateFailed(f"pass {p.name} failed its check: "
-                                 f"{entry['fidelity'].get('message') or entry.get('error')}"
+                                 f"{entry.fidelity.message or entry.error}"
                                  " (--on-fail stop: nothing written)", report)
         return steps
 
 
 def _changed(chain: list[_Step]) -> list[_Step]:
-    return [st for st in chain if st.entry["status"] in ("applied", "kept_failed")]
+    return [st for st in chain if st.entry.kept]
 
 
 def _final_gate(run: _Runner, original: ModelHandle, chain: list[_Step], splits: Any) -> dict:
@@ -212,7 +210,7 @@ def _final_gate(run: _Runner, original: ModelHandle, chain: list[_Step], splits:
                 "message": "test split: no pass changed the model; the output is the original"}
     from .verify import check_pass
 
-    exact = all(st.entry.get("exact") for st in changed)
+    exact = all(st.entry.exact for st in changed)
     run.say(f"cumulative gate: final model vs the original on the test split ({len(splits.test.feeds)} inputs) ...")
     gate = check_pass(original, chain[-1].after, exact=exact, inputs=splits.test, split="test",
                       budget=run.budget, tol=run.tol, runtime=run.runtime, seed=run.ctx.seed)
@@ -222,13 +220,12 @@ def _final_gate(run: _Runner, original: ModelHandle, chain: list[_Step], splits:
 
 
 def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: list[_Step], splits: Any,
-                report: dict) -> tuple[dict, list[_Step]]:
+                report: RewriteReport) -> tuple[dict, list[_Step]]:
     """Cumulative gate; under rollback, drop approximate passes (last first) and re-run the later ones."""
     gate = _final_gate(run, original, chain, splits)
     dropped: list[dict] = []
     while not gate["passed"] and run.on_fail == "rollback":
-        approx = [i for i, st in enumerate(chain)
-                  if st.entry["status"] in ("applied", "kept_failed") and not st.entry.get("exact")]
+        approx = [i for i, st in enumerate(chain) if st.entry.kept and not st.entry.exact]
         if not approx:
             break
         k = approx[-1]
@@ -236,22 +233,22 @@ def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: l
         reason = (f"the final model was over budget against the original ({gate['message']}); {st.p.name} is "
                   "the last approximate pass applied, so it was dropped")
         run.say(f"[{st.p.name}] rolled back at the cumulative gate")
-        st.entry["status"] = "rolled_back_cumulative"
-        st.entry["sites_changed_before_rollback"] = st.entry.get("sites_changed", 0)
-        st.entry["notes"].append(reason)
-        st.entry["latency"] = _pass_latency(st.before, st.before, run.targets, run.cost_cache)
+        st.entry.status = "rolled_back_cumulative"
+        st.entry.sites_changed_before_rollback = st.entry.sites_changed
+        st.entry.notes.append(reason)
+        st.entry.latency = _pass_latency(st.before, st.before, run.targets, run.cost_cache)
         dropped.append({"pass": st.p.name, "reason": reason, "failed": _jsonable(
             {k2: gate.get(k2) for k2 in ("message", "needed", "metrics")})})
         current = st.before
         rebuilt = chain[:k] + [_Step(st.p, st.entry, current, current)]
         for s2 in chain[k + 1:]:
-            if s2.entry["status"] == "rolled_back_cumulative":  # dropped earlier: stays dropped
-                s2.entry["latency"] = _pass_latency(current, current, run.targets, run.cost_cache)
+            if s2.entry.status == "rolled_back_cumulative":  # dropped earlier: stays dropped
+                s2.entry.latency = _pass_latency(current, current, run.targets, run.cost_cache)
                 rebuilt.append(_Step(s2.p, s2.entry, current, current))
                 continue
             run.say(f"re-running {s2.p.name} without {st.p.name} ...")
             (new,) = run.chain([s2.p], current, report)
-            new.entry["notes"].append(f"re-run after {st.p.name} was dropped at the cumulative gate")
+            new.entry.notes.append(f"re-run after {st.p.name} was dropped at the cumulative gate")
             rebuilt.append(new)
             current = new.after
         chain = rebuilt
@@ -260,7 +257,7 @@ def _cumulative(run: _Runner, original: ModelHandle, plist: list[Pass], chain: l
     return gate, chain
 
 
-def _flag_slower(report: dict) -> None:
+def _flag_slower(report: RewriteReport | dict) -> None:
     """Never slower, report side: flag targets predicted slower than the input, and a measured CPU slowdown."""
     applied = [p["name"] for p in report["passes"] if p.get("status") in ("applied", "kept_failed")]
     for t, v in (report.get("latency") or {}).items():
@@ -293,58 +290,58 @@ def _check_format(p: Pass, model: ModelHandle) -> None:
 
 def _run_pass(p: Pass, current: ModelHandle, ctx: PassContext, verify: bool, on_fail: str,
               budget: dict | None, tol: float | None, runtime: str, locate_failures: bool,
-              say: Callable[[str], None]) -> dict:
+              say: Callable[[str], None]) -> tuple[PassEntry, ModelHandle, ModelHandle]:
+    """Run one pass on a copy of ``current``: (its report entry, the model before, the model after it)."""
     before = current
     after = current.clone()
-    entry: dict[str, Any] = {"name": p.name, "exact": p.is_exact(), "options": _jsonable(p.opts),
-                             "sites_changed": 0, "sites": [], "status": "no_change", "fidelity": {},
-                             "first_divergence": None, "notes": [], "extra": {}}
+    entry = PassEntry(name=p.name, exact=p.is_exact(), options=_jsonable(p.opts))
     t0 = time.perf_counter()
     try:
         result = engine.apply_pass(after, p, ctx)  # validates what it changed
-        entry.update(sites_changed=result.sites_changed, sites=[s.to_json() for s in result.decisions],
-                     notes=list(result.notes), extra=_jsonable(result.extra),
-                     exact=result.exact)  # exactness may depend on what the pass chose (e.g. dwpw at full rank)
+        entry.sites_changed, entry.notes = result.sites_changed, list(result.notes)
+        entry.extra = _jsonable(result.extra)
+        entry.sites = [SiteDecision.from_decision(s) for s in result.decisions]
+        entry.exact = result.exact  # exactness may depend on what the pass chose (e.g. dwpw at full rank)
         if result.sites_changed:
-            entry["status"] = "applied"
+            entry.status = "applied"
     except InvalidGraph as e:  # the pass produced a broken graph
-        entry.update(status="failed", error=f"pass {p.name} produced an invalid model: {e}")
+        entry.status, entry.error = "failed", f"pass {p.name} produced an invalid model: {e}"
     except Exception as e:  # a bug in a pass must not lose the user's run: report it and roll back
-        entry.update(status="failed", error=f"pass {p.name} crashed: {type(e).__name__}: {e}",
-                     traceback=traceback.format_exc(limit=5))
-    entry["seconds"] = round(time.perf_counter() - t0, 3)
-    if entry["status"] == "failed":
-        entry["sites_changed"] = 0
-        say(f"[{p.name}] FAILED: {entry['error']}")
-        return {**entry, "_before": before, "_after": before}
-    if entry["status"] == "applied" and verify:
-        say(f"[{p.name}] {entry['sites_changed']} site(s) changed; verifying ...")
+        entry.status, entry.error = "failed", f"pass {p.name} crashed: {type(e).__name__}: {e}"
+        entry.traceback = traceback.format_exc(limit=5)
+    entry.seconds = round(time.perf_counter() - t0, 3)
+    if entry.status == "failed":
+        entry.sites_changed = 0
+        say(f"[{p.name}] FAILED: {entry.error}")
+        return entry, before, before
+    if entry.status == "applied" and verify:
+        say(f"[{p.name}] {entry.sites_changed} site(s) changed; verifying ...")
         from .verify import check_pass
 
         t1 = time.perf_counter()
-        gate = check_pass(before, after, exact=entry["exact"], inputs=ctx.splits.validation if ctx.splits else None,
+        gate = check_pass(before, after, exact=entry.exact, inputs=ctx.splits.validation if ctx.splits else None,
                           split="validation", images=ctx.images_dir, budget=budget, tol=tol, runtime=runtime,
                           seed=ctx.seed)
-        entry["fidelity"] = _jsonable(gate)
-        entry["verify_seconds"] = round(time.perf_counter() - t1, 3)
+        entry.fidelity = Gate.from_json(_jsonable(gate))
+        entry.verify_seconds = round(time.perf_counter() - t1, 3)
         if not gate.get("passed", False) and locate_failures:
             from .verify import locate
 
             try:
-                entry["first_divergence"] = locate(before, after, tags=after.tags())
+                entry.first_divergence = locate(before, after, tags=after.tags())
             except Exception as e:  # the locator is a diagnosis aid: its failure must not hide the gate result
-                entry["notes"].append(f"first-divergence locator failed: {e}")
+                entry.notes.append(f"first-divergence locator failed: {e}")
         if not gate.get("passed", False):
             if on_fail == "keep":
-                entry["status"] = "kept_failed"
+                entry.status = "kept_failed"
                 say(f"[{p.name}] gate FAILED, kept (--on-fail keep): {gate.get('message', '')}")
             else:
-                entry["status"] = "rolled_back"
+                entry.status = "rolled_back"
                 say(f"[{p.name}] gate FAILED, rolled back: {gate.get('message', '')}")
-                return {**entry, "_before": before, "_after": before}
-    elif entry["status"] == "applied":
-        entry["fidelity"] = {"skipped": "--no-verify"}
-    return {**entry, "_before": before, "_after": after}
+                return entry, before, before
+    elif entry.status == "applied":
+        entry.fidelity = Gate(skipped="--no-verify")
+    return entry, before, after
 
 
 def _predicted_ms(model: ModelHandle, target: str, cache: dict) -> float | None:

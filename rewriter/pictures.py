@@ -24,8 +24,8 @@ def as_map(a: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x.reshape(-1, x.shape[-2], x.shape[-1])[0])
 
 
-def depth_lut() -> np.ndarray:
-    """256 RGB colours (matplotlib inferno; grey without matplotlib) for depth and error pictures."""
+def lut() -> np.ndarray:
+    """The colour map as 256 RGB rows (uint8): matplotlib's ``inferno``, else grey levels."""
     try:
         import matplotlib
 
@@ -35,12 +35,12 @@ def depth_lut() -> np.ndarray:
         return np.stack([g, g, g], axis=1)
 
 
-def colorize(m: np.ndarray, lo: float, hi: float, lut: np.ndarray | None = None) -> np.ndarray:
-    """HxW floats → HxWx3 uint8 through ``lut`` with ``lo``..``hi`` mapped to its ends."""
-    lut = depth_lut() if lut is None else lut
+def colorize(m: np.ndarray, lo: float, hi: float, colours: np.ndarray | None = None) -> np.ndarray:
+    """HxW floats → HxWx3 uint8 through ``colours`` (default :func:`lut`) with ``lo``..``hi`` mapped to its ends."""
+    table = lut() if colours is None else colours
     scale = (hi - lo) or 1.0
     idx = np.clip((m - lo) / scale * 255.0, 0, 255).astype(np.uint8)
-    rgb = lut[idx]
+    rgb = table[idx]
     k = max(1, int(np.ceil(MIN_SIDE / max(1, min(m.shape)))))
     return np.repeat(np.repeat(rgb, k, axis=0), k, axis=1) if k > 1 else rgb
 
@@ -64,13 +64,13 @@ def save_worst_pictures(before: np.ndarray, after: np.ndarray, folder: str | Pat
     lo, hi = float(b.min()), float(b.max())
     err = np.abs(a - b)
     emax = float(err.max())
-    lut = depth_lut()
+    colours = lut()
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in image) or "worst"
     out = {"image": image, "range": [lo, hi], "error_max": emax}
     for key, arr, (l0, h0) in (("before_png", b, (lo, hi)), ("after_png", a, (lo, hi)),
                                ("error_png", err, (0.0, emax))):
         path = d / f"{stem}_{key.removesuffix('_png')}.png"
-        Image.fromarray(colorize(arr, l0, h0, lut)).save(path)
+        Image.fromarray(colorize(arr, l0, h0, colours)).save(path)
         out[key] = str(path)
     return out
 
@@ -98,8 +98,14 @@ def comparison_pictures(original: object, final: object, feeds: list[dict], name
 
     rb, ra = run(original, feeds, runtime), run(final, feeds, runtime)
     first = lambda outs: [np.asarray(next(iter(o.values()))) for o in outs]  # noqa: E731 - the depth output
-    befores, afters = first(rb), first(ra)
-    names = list(names) or [f"input {i}" for i in range(len(feeds))]
+    return pictures_from_outputs(first(rb), first(ra), names, folder)
+
+
+def pictures_from_outputs(befores: list[np.ndarray], afters: list[np.ndarray], names: list[str],
+                          folder: str | Path) -> list[dict]:
+    """Before | after | |error| PNGs of the worst and a typical image from outputs already computed (one depth
+    map per image); dicts as :func:`comparison_pictures`."""
+    names = list(names) or [f"input {i}" for i in range(len(befores))]
     out = []
     for role, i in worst_and_typical(befores, afters, names):
         d = save_worst_pictures(befores[i], afters[i], folder, image=f"{role}_{names[i]}")

@@ -17,9 +17,18 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RewriteError
+from .io import atomic_write
+
+if TYPE_CHECKING:
+    from .optimizer.report import OptimizeReport
+    from .results import RewriteReport
+
+    Report = RewriteReport | OptimizeReport | dict
+else:
+    Report = Any
 
 WIDTH = 100  # terminal tables fit this many columns
 
@@ -147,7 +156,7 @@ FRAME_MS = 1000.0 / 60.0  # one frame of the 60 fps video requirement
 HEADLINE_LINES = 8
 _KEPT = ("applied", "kept_failed")
 _DROP_REASON = {"rolled_back": "rolled back: over its gate", "rolled_back_cumulative": "dropped at the final check",
-                "failed": "crashed", "no_change": "no site changed"}
+                "failed": "crashed", "no_change": "no site changed", "not_taken": "no site taken"}
 
 
 def first_sentence(text: Any, limit: int = 160) -> str:
@@ -227,19 +236,23 @@ def _pass_reason(p: dict, cumulative: dict | None = None) -> str:
                     or [] if d.get("pass") == p.get("name")), "")
         return f"dropped at the final check on the test split, {_cut(why, 70)}" if why else _DROP_REASON[st]
     if st == "failed":
-        return f"crashed: {first_sentence(p.get('error'), 70)}"
+        err = str(p.get("error") or "").removeprefix(f"pass {p.get('name')} crashed: ")
+        if err.startswith(f"pass {p.get('name')} produced an invalid model: "):
+            return f"invalid model: {first_sentence(err.split(': ', 1)[1], 70)}"
+        return f"crashed: {first_sentence(err, 70)}"
     if st == "rolled_back":
         fid = p.get("fidelity") or {}
         msg = _over_budget(fid.get("message") or p.get("error"))
         return f"rolled back, {_cut(msg, 90)}" if msg else _DROP_REASON[st]
+    if st == "not_taken" and p.get("reason"):
+        return f"no site taken: {_cut(str(p['reason']), 80)}"
     return _DROP_REASON.get(st, st or "?")
 
 
-def headline(report: dict) -> list[str]:
+def headline(report: Report) -> list[str]:
     """At most 8 lines: fps before → after per target (frame share, fits 60 fps), fidelity vs the budget on
     the test split, passes/sites kept, and those dropped with a one-phrase reason."""
-    if not isinstance(report, dict):
-        return []
+    report = document(report)
     if report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report)):
         return diff_headline(report)
     lines: list[str] = []
@@ -306,10 +319,118 @@ def diff_headline(r: dict) -> list[str]:
     return lines[:HEADLINE_LINES]
 
 
+# ---- one document for every report kind ------------------------------------------------------------------
+def document(report: Report) -> dict:
+    """The JSON document the renderers lay out: a ``RewriteReport`` (its JSON plus its depth pictures), an
+    ``OptimizeReport`` (:func:`optimize_view`) or a dict (a diff or verify report, or a report read back)."""
+    if isinstance(report, dict):
+        return report
+    from .optimizer.report import OptimizeReport
+    from .results import RewriteReport
+
+    if isinstance(report, OptimizeReport):
+        return optimize_view(report)
+    if isinstance(report, RewriteReport):
+        doc = report.to_json()
+        if report.pictures:
+            doc["pictures"] = report.pictures
+        return doc
+    raise RewriteError(f"report: expected a RewriteReport, an OptimizeReport or a dict, not {type(report).__name__}")
+
+
+def _optimize_gate(f: dict, budget: dict, split: str, n: int) -> dict:
+    """An optimize split's fidelity as the cumulative gate of a rewrite (what the headline and cards read)."""
+    g: dict[str, Any] = {"split": split, "gate": "budget", "budget": budget}
+    if n:
+        g["inputs"] = n
+    if not f or f.get("skipped"):
+        g["skipped"] = f"the {split} split was not evaluated"
+    elif f.get("error"):
+        g.update(passed=False, message=f"over budget: the model could not be run ({first_sentence(f['error'], 120)})")
+    else:
+        used = f.get("budget_used")
+        g.update(passed=bool(f.get("passed")), metrics=f.get("metrics"), needed=f.get("needed"),
+                 message=f.get("message") or ("within budget" if f.get("passed") else "over budget")
+                 + (f": {used * 100:.0f} % of the budget used" if isinstance(used, (int, float)) else ""))
+    return {k: v for k, v in g.items() if v is not None}
+
+
+def optimize_view(rep: OptimizeReport) -> dict:
+    """An ``OptimizeReport`` as the document of a rewrite report, so one renderer draws both: the test split's
+    fidelity is the cumulative gate; each searched pass is an entry whose sites are the site choices (taken or
+    not, with the reason), each with its predicted µs saved per target and its error contribution (the share of
+    the budget it uses alone on the validation split); the Pareto points, the chosen point and the search."""
+    d = rep.to_json()
+    names = d.get("inputs") or {}
+    budget = d.get("budget") or {}
+    fid = d.get("fidelity") or {}
+    passes = []
+    for name in d.get("passes") or []:
+        # a site choice may combine passes ("asym_interp+interp_deconv"): it counts for each, is listed under the first
+        rows = [s for s in d.get("sites") or [] if name in str(s.get("pass_name", "")).split("+")]
+        sites = []
+        for s in rows:
+            if str(s.get("pass_name", "")).split("+")[0] != name:
+                continue
+            eng = s.get("engine") or {}
+            sites.append({"node": s["site"], "op": s.get("op"), "will_change": bool(s.get("selected")),
+                          "choice": s.get("choice"), "site": s["site"], "pass": s.get("pass_name"),
+                          "decision": "taken" if s.get("selected") else f"not taken: {s.get('reason') or '–'}",
+                          "details": {"engine_before": eng.get("engine_before"),
+                                      "engine_after": eng.get("engine_after"),
+                                      "latency_us": {t: {"saved": v} for t, v in (s.get("saved_us") or {}).items()},
+                                      "error_contribution": s.get("budget_used"),
+                                      "engine_default": eng.get("default")}})
+        taken = sum(bool(x.get("selected")) for x in rows)
+        entry: dict[str, Any] = {"name": name, "status": "applied" if taken else "not_taken", "sites_changed": taken,
+                                 "sites": sites, "exact": False, "notes": []}
+        if name == "int8" and isinstance(d.get("int8"), dict):
+            q = d["int8"]
+            entry.update(status="applied" if q.get("enabled") else "not_taken",
+                         reason=q.get("reason") or "no int8 setting within budget and faster")
+            if q.get("enabled"):
+                entry["sites_changed"] = max(taken, 1)
+                entry["notes"].append(f"setting {q.get('setting')}; {len(q.get('float_ops') or [])} op(s) kept "
+                                      "in float")
+        elif not taken:
+            why: dict[str, int] = {}
+            for s in rows:
+                why[s.get("reason") or "not selected"] = why.get(s.get("reason") or "not selected", 0) + 1
+            entry["reason"] = "; ".join(f"{r} ({n} site(s))" for r, n in why.items()) or "no candidate site"
+        passes.append(entry)
+    lat = d.get("latency") or {}
+    obj = d.get("objective") or next(iter(lat), "")
+    val = fid.get("validation") or {}
+    chosen = None
+    if (lat.get(obj) or {}).get("after_ms") is not None:
+        chosen = {"latency_ms": lat[obj]["after_ms"], "budget_used": val.get("budget_used", 0.0),
+                  "input_ms": lat[obj].get("before_ms")}
+    taken_sites = [f"{s['site']}={s['choice']}" for s in d.get("sites") or [] if s.get("selected")]
+    notes = list(d.get("notes") or [])
+    if d.get("frame") and "fits" in d["frame"]:
+        f = d["frame"]
+        notes.append(f"frame ({f.get('target')}): {_msnum(f.get('latency_ms'))} + {_msnum(f.get('others_ms'))} ms "
+                     f"others = {_msnum(f.get('total_ms'))} of {f.get('frame_ms')} ms: "
+                     + ("fits" if f.get("fits") else "does NOT fit")
+                     + (f" [{f['selected']}]" if f.get("selected") else ""))
+    return {
+        "kind": "optimize", "input": d.get("input"), "output": d.get("output"), "format": d.get("format"),
+        "output_format": d.get("format"), "targets": d.get("targets") or list(lat), "objective": obj,
+        "passes": passes, "latency": lat, "measured": d.get("measured"), "inputs": names, "notes": notes,
+        "cumulative": _optimize_gate(fid.get("test") or {}, budget, "test", len(names.get("test") or [])),
+        "validation": _optimize_gate(val, budget, "validation", len(names.get("validation") or [])),
+        "pareto": d.get("pareto") or [], "pareto_chosen": chosen,
+        "chosen": (f"{len(taken_sites)} site choice(s)" if taken_sites else "the input (no site choice)")
+        + (", int8" if (d.get("int8") or {}).get("enabled") else ""),
+        "search": d.get("search") or {}, "int8": d.get("int8"), "exit_code": d.get("exit_code", 0),
+        "pictures": list(getattr(rep, "pictures", None) or []),
+    }
+
+
 # ---- sections: rewrite report ----------------------------------------------------------------------------
 def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
     secs = []
-    head = Section("Rewrite")
+    head = Section("Optimize" if r.get("kind") == "optimize" else "Rewrite")
     out = r.get("output") or "(not written)"
     head.lines.append(f"{r.get('input', '?')} ({r.get('format', '?')}) → {out} ({r.get('output_format', '?')})")
     passes = r.get("passes") or []
@@ -385,11 +506,41 @@ def _rewrite_sections(r: dict, verbose: bool) -> list[Section]:
                      ", ".join(f"{k}={_num(v)}" for k, v in (x.get("details") or {}).items())]
                     for x in p["sites"]], max_lines=3))
                 secs.append(s)
+    if r.get("kind") == "optimize":
+        secs += _optimize_sections(r, verbose)
     notes = list(r.get("notes") or [])
     for p in passes:
         notes += [f"{p.get('name')}: {n}" for n in p.get("notes") or []]
     if notes:
         secs.append(Section("Notes", lines=notes))
+    return secs
+
+
+def _optimize_sections(r: dict, verbose: bool) -> list[Section]:
+    """An optimize run's own details: the validation split it decided on, the search, int8."""
+    secs = []
+    val = r.get("validation") or {}
+    if val.get("metrics"):
+        secs.append(_fidelity_section(val, "Validation split: chosen model vs the original (the search decided on it)",
+                                      None, verbose))
+    srch = r.get("search") or {}
+    if srch:
+        s = Section("Search (optimize)")
+        s.lines.append(f"{srch.get('evaluations', 0)} candidate evaluation(s) in {_num(srch.get('seconds'))} s "
+                       f"({srch.get('executor', '?')}, {srch.get('workers', 1)} worker(s)); "
+                       f"{len(r.get('pareto') or [])} Pareto point(s); chosen: {r.get('chosen')}")
+        log = list(srch.get("log") or [])
+        s.lines += log if verbose else log[:12] + ([f"… {len(log) - 12} more (-v)"] if len(log) > 12 else [])
+        secs.append(s)
+    q = r.get("int8")
+    if isinstance(q, dict):
+        s = Section("int8")
+        s.lines.append(("on, setting " + json.dumps(q.get("setting"), default=str)
+                        + f", {len(q.get('float_ops') or [])} op(s) kept in float") if q.get("enabled")
+                       else f"off: {q.get('reason') or 'no setting within budget and faster'}")
+        if q.get("settings_tried"):
+            s.lines.append(f"{len(q['settings_tried'])} setting(s) tried")
+        secs.append(s)
     return secs
 
 
@@ -701,10 +852,9 @@ def _val(v: Any) -> str:
     return _num(v)
 
 
-def sections(report: dict, verbose: bool = False) -> list[Section]:
-    """The report (rewrite or diff) as neutral sections."""
-    if not isinstance(report, dict):
-        raise RewriteError("report: expected a dict")
+def sections(report: Report, verbose: bool = False) -> list[Section]:
+    """The report (rewrite, optimize or diff) as neutral sections."""
+    report = document(report)
     is_diff = report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report))
     return _diff_sections(report, verbose) if is_diff else _rewrite_sections(report, verbose)
 
@@ -782,16 +932,17 @@ def _text_bars(b: Bars, width: int = WIDTH) -> list[str]:
     return out
 
 
-def render_text(report: dict, verbose: bool = False) -> str:
+def render_text(report: Report, verbose: bool = False) -> str:
     """Plain-text report readable at 100 columns (rewrite or diff report): the headline (≤ 8 lines) first;
     the detail sections (per pass, per layer, per image) only with ``verbose``."""
+    report = document(report)
     out: list[str] = []
     # not wrapped, so the headline stays ≤ 8 lines; a longer line is cut (the files have it whole)
     out += [line if len(line) <= WIDTH else line[:WIDTH - 1] + "…" for line in headline(report)]
     if not verbose:
         return "\n".join(out + ["(details: -v, or the --report/--md/--html files)"]) + "\n"
     out.append("")
-    for s in sections(report, verbose):
+    for s in _with_decisions(report, sections(report, verbose)):
         out.append(s.title)
         out.append("=" * min(len(s.title), WIDTH))
         for line in s.lines:
@@ -807,15 +958,23 @@ def render_text(report: dict, verbose: bool = False) -> str:
 
 
 # ---- Markdown ----------------------------------------------------------------------------------------------
+def _with_decisions(report: dict, secs: list[Section]) -> list[Section]:
+    """The sections with the per-site decision table second (text and Markdown; the HTML places it itself)."""
+    decisions = decision_table(report)
+    return secs[:1] + [Section("Per-site decisions", tables=[decisions])] + secs[1:] if decisions.rows else secs
+
+
 def _md_cell(c: Any) -> str:
     return (c if isinstance(c, str) else _num(c)).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: dict, verbose: bool = True) -> str:
-    """The report as GitHub-flavoured Markdown (pictures linked by path)."""
+def render_markdown(report: Report, verbose: bool = True) -> str:
+    """The report as GitHub-flavoured Markdown (pictures linked by path): the headline, the per-site decision
+    table, then every section."""
+    report = document(report)
     secs = sections(report, verbose)
-    title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
-    out = [f"# {title}", ""] + [f"- {_md_cell(line)}" for line in headline(report)] + [""]
+    out = [f"# {_title(report, secs)}", ""] + [f"- {_md_cell(line)}" for line in headline(report)] + [""]
+    secs = _with_decisions(report, secs)
     for s in secs:
         out += [f"## {s.title}", ""]
         out += [f"{line}  " for line in s.lines]
@@ -838,9 +997,9 @@ def _bars_table(b: Bars) -> Table:
 
 # ---- HTML --------------------------------------------------------------------------------------------------
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:16px auto;max-width:1300px;
 color:#1d232b;padding:0 16px}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d6dbe1;padding-bottom:3px}
+h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d6dbe1;padding-bottom:3px}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}
 th,td{border:1px solid #d6dbe1;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
@@ -849,10 +1008,11 @@ figure{display:inline-block;margin:6px 12px 6px 0}figure img{max-width:480px;bor
 figcaption{font-size:12px;color:#555}.missing{color:#a33}
 .chart text{font:11px system-ui,sans-serif}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:8px 0 12px}
-.card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:8px 12px;min-width:220px;
-flex:1 1 220px;max-height:150px;overflow:hidden;font-size:13px}
-.card.wide{flex:2 1 340px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
-.card .big{font-size:22px;font-weight:600}.k{color:#555;font-size:12px}
+.card{border:1px solid #d6dbe1;border-left:6px solid #8a96a3;border-radius:6px;padding:6px 10px;min-width:170px;
+flex:1 1 170px;max-height:150px;overflow:hidden;font-size:13px}
+.card.wide{flex:1.6 1 260px}.card.ok{border-left-color:#2e8b57}.card.bad{border-left-color:#c0392b}
+.card .big{font-size:20px;font-weight:600}
+.card .line{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.k{color:#555;font-size:12px}
 .err{color:#a33;font-weight:600}pre{white-space:pre-wrap;font-size:12px;background:#f6f7f9;padding:8px}
 .top{display:flex;gap:16px;flex-wrap:wrap}.top>section{flex:1 1 420px}
 .pics .row{display:flex;gap:8px;flex-wrap:wrap}.pics figure{margin:4px 0}
@@ -938,10 +1098,11 @@ def _cards(report: dict) -> str:
         kept = [f"{p.get('name')} ({p.get('sites_changed', 0)} sites)" for p in passes if p.get("status") in _KEPT]
         dropped = [f"{p.get('name')} — {_pass_reason(p, report.get('cumulative'))}" for p in passes
                    if p.get("status") not in _KEPT]
+        shown = dropped[:3] + ([f"… {len(dropped) - 3} more (Passes, below)"] if len(dropped) > 3 else [])
         cards.append('<div class="card wide"><div class="k">passes</div>'
                      f'<div class="big">{len(kept)} kept, {len(dropped)} dropped</div>'
                      f'<div>kept: {html.escape(", ".join(kept) or "nothing")}</div>'
-                     + "".join(f"<div>dropped: {html.escape(d)}</div>" for d in dropped) + "</div>")
+                     + "".join(f'<div class="line">dropped: {html.escape(d)}</div>' for d in shown) + "</div>")
     if report.get("kind") == "diff" or ("passes" not in report and ("changed" in report or "added" in report)):
         for line in diff_headline(report)[:1]:
             cards.insert(0, f'<div class="card wide"><div class="k">structure</div><div>{html.escape(line)}'
@@ -980,9 +1141,9 @@ def _picture_sets(report: dict) -> list[dict]:
 
 
 def _colorbar(lo: float, hi: float, label: str) -> str:
-    from .pictures import depth_lut
+    from .pictures import lut as colour_map
 
-    lut = depth_lut()
+    lut = colour_map()
     stops = "".join(f'<stop offset="{i / 15:.3f}" stop-color="#{lut[int(i * 255 / 15)][0]:02x}'
                     f'{lut[int(i * 255 / 15)][1]:02x}{lut[int(i * 255 / 15)][2]:02x}"/>' for i in range(16))
     gid = f"g{abs(hash((lo, hi, label))) % 10**8}"
@@ -1012,41 +1173,68 @@ def _pictures_html(report: dict, base: Path | None) -> str:
     return '<section id="pictures"><h2>Depth: before | after | |error|</h2>' + "".join(rows) + "</section>"
 
 
-def decision_rows(report: dict) -> list[list[Any]]:
-    """Per-site decisions: site, pass, choice, engine before → after, predicted µs saved, error contribution."""
-    engines: dict[str, tuple[Any, Any]] = {}
+def _engine_name(e: Any, target: str) -> str | None:
+    """An engine as a pass or the cost model reports it: a name, or {target: name | {"engine", "rule"}}."""
+    if isinstance(e, dict):
+        e = e.get(target, next(iter(e.values()), None) if len(e) == 1 else None)
+        if isinstance(e, dict):
+            e = e.get("engine")
+    return None if e is None else str(e)
+
+
+def _saved_us(lat: Any, target: str) -> float | None:
+    """Predicted µs saved on ``target`` from a site's ``latency_us``: {target: {"saved"} | {"before", "after"}}."""
+    v = lat.get(target) if isinstance(lat, dict) else None
+    if isinstance(v, dict):
+        if isinstance(v.get("saved"), (int, float)):
+            return float(v["saved"])
+        if isinstance(v.get("before"), (int, float)) and isinstance(v.get("after"), (int, float)):
+            return float(v["before"]) - float(v["after"])
+    return None
+
+
+def decision_table(report: Report) -> Table:
+    """Per-site decisions of the changed sites: site, pass, choice, engine before → after on the objective (first)
+    target, predicted µs saved per target, and the error contribution (the share of the fidelity budget the
+    choice uses alone on the validation split; an optimize run measures it, a rewrite shows "–")."""
+    report = document(report)
     lat = report.get("latency") or {}
-    first = next(iter(lat.values()), {}) if lat else {}
-    for ch in (first.get("top_changed") or []) if isinstance(first, dict) else []:
+    targets = [t for t in report.get("targets") or lat]
+    objective = report.get("objective") or (targets[0] if targets else "")
+    engines: dict[str, tuple[Any, Any]] = {}  # the cost model's per-layer engines, for passes that give none
+    for ch in (lat.get(objective) or {}).get("top_changed") or [] if isinstance(lat.get(objective), dict) else []:
         if isinstance(ch, dict) and ch.get("node"):
             engines[ch["node"]] = (ch.get("engine_before"), ch.get("engine"))
-    objective = next(iter(report.get("targets") or lat or [""]), "")
     rows = []
     for p in report.get("passes") or []:
         if not isinstance(p, dict):
             continue
+        status = p.get("status", "")
         for site in p.get("sites") or []:
             d = site.get("details") or {}
             if site.get("will_change") is False or (site.get("will_change") is None and not str(
                     site.get("decision", "")).startswith(("will change", "changed", "applied"))):
                 continue  # the table lists the sites a pass changed; the rest are in the detail tables
             choice = site.get("choice") or d.get("choice") or d.get("target_mode") or site.get("decision")
-            eb, ea = d.get("engine_before"), d.get("engine_after") or d.get("engine")
+            eb, ea = _engine_name(d.get("engine_before"), objective), _engine_name(
+                d.get("engine_after") or d.get("engine"), objective)
             if eb is None and ea is None and site.get("node") in engines:
                 eb, ea = engines[site["node"]]
-            saved = d.get("latency_us")
-            if isinstance(saved, dict) and objective in saved and isinstance(saved[objective], dict):
-                saved = saved[objective]  # {target: {"before", "after"}}: the objective target's
-            if isinstance(saved, dict):
-                saved = saved.get("saved") if saved.get("saved") is not None else (
-                    saved["before"] - saved["after"] if "before" in saved and "after" in saved else None)
-            err = d.get("error_contribution", d.get("error"))
-            status = p.get("status", "")
-            rows.append([site.get("node"), p.get("name") + ("" if status in _KEPT else f" ({status})"), choice,
-                         f"{eb or '–'} → {ea or '–'}" if (eb or ea) else "–",
-                         _num(saved) if isinstance(saved, (int, float)) else "–",
-                         _num(err) if isinstance(err, (int, float)) else "–"])
-    return rows
+            err = d.get("error_contribution")
+            who = site.get("pass") or p.get("name")
+            rows.append([site.get("node"), who + ("" if status in _KEPT else f" ({status})"), choice,
+                         f"{eb or '–'} → {ea or '–'}" if (eb or ea) else "–"]
+                        + [_num(round(v, 1)) if (v := _saved_us(d.get("latency_us"), t)) is not None else "–"
+                           for t in targets]
+                        + [f"{err * 100:.1f} % of budget" if isinstance(err, (int, float)) else "–"])
+    headers = (["site", "pass", "choice", f"engine before → after ({_target(objective)})"]
+               + [f"µs saved, {_target(t)}" for t in targets] + ["error contribution"])
+    return Table(headers, rows, set(range(4, 5 + len(targets))))
+
+
+def decision_rows(report: Report) -> list[list[Any]]:
+    """The rows of :func:`decision_table`."""
+    return decision_table(report).rows
 
 
 def _table_html(t: Table) -> str:
@@ -1060,42 +1248,77 @@ def _table_html(t: Table) -> str:
     return "".join(out)
 
 
-def pareto_svg(points: list[dict], width: int = 560, height: int = 300) -> str:
-    """Inline SVG scatter of an optimize Pareto front: predicted latency (ms) against the first fidelity metric."""
+def _pareto_y(points: list[dict]) -> tuple[str, str, Any]:
+    """What the Pareto plot's y axis shows: the share of the budget used (optimize) else the first scalar metric."""
+    if points and all(isinstance(p.get("budget_used"), (int, float)) for p in points):
+        return "budget_used", "share of the fidelity budget used (validation)", lambda p: float(p["budget_used"])
+    metric = next((k for p in points for k, v in (p.get("metrics") or {}).items() if isinstance(v, (int, float))), None)
+    if metric is None:
+        return "", "", None
+    return metric, f"{metric} ({_metric_unit(metric)})", lambda p: float((p.get("metrics") or {}).get(metric, "nan"))
+
+
+def pareto_svg(points: list[dict], width: int = 560, height: int = 300, chosen: dict | None = None) -> str:
+    """Inline SVG of an optimize Pareto front: predicted latency (ms) on the objective target against the share
+    of the fidelity budget used (else the first scalar metric); the chosen point in red, the input in grey."""
     pts = [p for p in points if isinstance(p, dict) and p.get("latency_ms") is not None]
-    metric = next((k for p in pts for k, v in (p.get("metrics") or {}).items() if isinstance(v, (int, float))), None)
-    if not pts or metric is None:
+    key, ylabel, yof = _pareto_y(pts)
+    if not pts or yof is None:
         return ""
     xs = [float(p["latency_ms"]) for p in pts]
-    ys = [float((p.get("metrics") or {}).get(metric, float("nan"))) for p in pts]
-    x0, x1 = min(xs), max(xs)
-    good = [y for y in ys if y == y]
+    ys = [yof(p) for p in pts]
+    extra_x = [float(chosen[k]) for k in ("latency_ms", "input_ms") if chosen and chosen.get(k) is not None]
+    extra_y = [float(chosen["budget_used"])] if chosen and key == "budget_used" and chosen.get("budget_used") \
+        is not None else []
+    x0, x1 = min(xs + extra_x), max(xs + extra_x)
+    good = [y for y in ys + extra_y if y == y]
     y0, y1 = (min(good), max(good)) if good else (0.0, 1.0)
+    if key == "budget_used":  # the budget line (1.0) is on the plot
+        y0, y1 = min(y0, 0.0), max(y1, 1.0)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-6)
     lx0, lx1, ly0, ly1 = x0, x1, y0, y1  # the axis labels show the data's extent
     px, py = (x1 - x0) * 0.05, (y1 - y0) * 0.05  # keep the extreme points off the axes
     x0, x1, y0, y1 = x0 - px, x1 + px, y0 - py, y1 + py
     L, B, R, T = 60, 40, 20, 20
-    sx = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)
-    sy = lambda y: height - B - (y - y0) / (y1 - y0) * (height - B - T)
+    sx = lambda x: L + (x - x0) / (x1 - x0) * (width - L - R)  # noqa: E731
+    sy = lambda y: height - B - (y - y0) / (y1 - y0) * (height - B - T)  # noqa: E731
     parts = [f'<svg id="pareto-svg" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="Pareto front">',
              f'<line x1="{L}" y1="{height - B}" x2="{width - R}" y2="{height - B}" stroke="#333"/>',
              f'<line x1="{L}" y1="{T}" x2="{L}" y2="{height - B}" stroke="#333"/>',
              f'<text x="{(width + L) / 2}" y="{height - 8}" text-anchor="middle">predicted latency (ms)</text>',
              f'<text x="12" y="{(height - B + T) / 2}" transform="rotate(-90 12 {(height - B + T) / 2})" '
-             f'text-anchor="middle">{html.escape(metric)} ({html.escape(_metric_unit(metric))})</text>',
+             f'text-anchor="middle">{html.escape(ylabel)}</text>',
              f'<text x="{sx(lx0):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx0)}</text>',
              f'<text x="{sx(lx1):.1f}" y="{height - B + 14}" text-anchor="middle">{_msnum(lx1)}</text>',
              f'<text x="{L - 4}" y="{sy(ly0) + 4:.1f}" text-anchor="end">{_num(ly0)}</text>',
              f'<text x="{L - 4}" y="{sy(ly1) + 4:.1f}" text-anchor="end">{_num(ly1)}</text>']
+    if key == "budget_used":
+        parts.append(f'<line x1="{L}" y1="{sy(1.0):.1f}" x2="{width - R}" y2="{sy(1.0):.1f}" stroke="#c0392b" '
+                     f'stroke-dasharray="5 4"/><text x="{width - R}" y="{sy(1.0) - 4:.1f}" text-anchor="end" '
+                     'fill="#c0392b">budget</text>')
+    front = sorted((x, y) for x, y in zip(xs, ys) if y == y)
+    if len(front) > 1:
+        parts.append('<polyline fill="none" stroke="#2f6fb3" stroke-width="1.5" points="'
+                     + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in front) + '"/>')
     for p, x, y in sorted(zip(pts, xs, ys), key=lambda z: z[1]):
         if y != y:
             continue
         tip = ", ".join(f"{k}={v}" for k, v in (p.get("choices") or {}).items()) if isinstance(
             p.get("choices"), dict) else str(p.get("choices", ""))
         parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="5" fill="#2f6fb3"><title>'
-                     f'{_msnum(x)} ms, {metric} {_num(y)}: {html.escape(tip)}</title></circle>')
+                     f'{_msnum(x)} ms, {html.escape(key)} {_num(y)}: {html.escape(tip[:300])}</title></circle>')
+    if chosen and chosen.get("input_ms") is not None:
+        cx, cy = sx(float(chosen["input_ms"])), sy(0.0 if key == "budget_used" else ly1)
+        parts.append(f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" fill="#8a96a3">'
+                     f'<title>input: {_msnum(chosen["input_ms"])} ms</title></rect>')
+    if extra_y and chosen and chosen.get("latency_ms") is not None:
+        cx, cy = sx(float(chosen["latency_ms"])), sy(extra_y[0])
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="8" fill="none" stroke="#c0392b" stroke-width="3">'
+                     f'<title>chosen: {_msnum(chosen["latency_ms"])} ms, {_num(extra_y[0])} of the budget'
+                     "</title></circle>")
+    parts.append(f'<text x="{L + 8}" y="{height - B - 8}" fill="#555">● Pareto point  ○ chosen  ■ input</text>'
+                 if chosen else "")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -1108,12 +1331,13 @@ def _pareto_html(report: dict, base: Path | None) -> str:
     if report.get("pareto_plot"):
         body = _img_tag("Pareto front: predicted latency vs fidelity", str(report["pareto_plot"]), base)
         if 'class="missing"' in body:
-            body = pareto_svg(pts or []) or body
+            body = pareto_svg(pts or [], chosen=report.get("pareto_chosen")) or body
     else:
-        body = pareto_svg(pts or [])
-    rows = [[_msnum(p.get("latency_ms")), ", ".join(f"{k} {_num(v)}" for k, v in (p.get("metrics") or {}).items()),
+        body = pareto_svg(pts or [], chosen=report.get("pareto_chosen"))
+    rows = [[_msnum(p.get("latency_ms")), _num(p.get("budget_used")),
+             ", ".join(f"{k} {_num(v)}" for k, v in _flat(p.get("metrics") or {})),
              json.dumps(p.get("choices"), default=str)[:200]] for p in pts or [] if isinstance(p, dict)]
-    table = _table_html(Table(["predicted ms", "metrics", "choices"], rows, {0})) if rows else ""
+    table = _table_html(Table(["predicted ms", "budget used", "metrics", "choices"], rows, {0, 1})) if rows else ""
     return (f'<section id="pareto"><h2>Pareto front (optimize)</h2>{body}'
             f"<details><summary>{len(rows)} point(s)</summary>{table}</details></section>")
 
@@ -1139,13 +1363,20 @@ def _cost_svg_for(report: dict, base: Path | None) -> str:
         return ""
 
 
-def render_html(report: dict, verbose: bool = True, base: Path | None = None) -> str:
+def _title(report: dict, secs: list[Section]) -> str:
+    if secs and secs[0].title == "Diff":
+        return "Diff report"
+    return "Optimize report" if report.get("kind") == "optimize" else "Rewrite report"
+
+
+def render_html(report: Report, verbose: bool = True, base: Path | None = None) -> str:
     """A self-contained HTML page, answer first: headline cards, depth before | after | |error| pictures
     (one colour scale, colour bars), the Pareto plot of an optimize run, the per-site decision table, the
     per-layer latency chart of the objective target, then every detail section collapsed. Errors are one
     sentence; tracebacks are collapsed. Relative picture paths are read from the current folder, else ``base``."""
+    report = document(report)
     secs = sections(report, verbose)
-    title = "Diff report" if secs and secs[0].title == "Diff" else "Rewrite report"
+    title = _title(report, secs)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>", f"<h1>{title}</h1>"]
@@ -1162,13 +1393,9 @@ def render_html(report: dict, verbose: bool = True, base: Path | None = None) ->
                    + _img_tag("changed subgraph: red removed, green added, orange changed, grey their neighbours",
                               str(report["diff_picture"]), base).replace("<figure>", '<figure class="wide">')
                    + "</section>")
-    rows = decision_rows(report)
-    objective = next(iter(report.get("targets") or report.get("latency") or [""]), "")
-    if rows:
-        out.append('<section id="decisions"><h2>Per-site decisions</h2>' + _table_html(Table(
-            ["site", "pass", "choice", "engine before → after", f"predicted µs saved ({_target(objective)})",
-             "error contribution"],
-            rows, {4, 5})) + "</section>")
+    decisions = decision_table(report)
+    if decisions.rows:
+        out.append('<section id="decisions"><h2>Per-site decisions</h2>' + _table_html(decisions) + "</section>")
     chart = _cost_svg_for(report, base)
     if chart:
         t0 = _target(next(iter(report.get("targets") or report.get("latency") or ["?"])))
@@ -1190,19 +1417,17 @@ def render_html(report: dict, verbose: bool = True, base: Path | None = None) ->
 
 
 # ---- atomic writes -----------------------------------------------------------------------------------------
-from .io import atomic_write as _atomic_write  # noqa: E402 (one writer for every report file)
+def write_json(report: Report, path: str | os.PathLike) -> Path:
+    """Write the report as indented JSON (atomically): a typed report's ``to_json()``."""
+    doc = report if isinstance(report, dict) else report.to_json()
+    return atomic_write(path, json.dumps(doc, indent=2, default=str) + "\n")
 
 
-def write_json(report: dict, path: str | os.PathLike) -> Path:
-    """Write the report as indented JSON (atomically)."""
-    return _atomic_write(path, json.dumps(report, indent=2, default=str) + "\n")
-
-
-def write_markdown(report: dict, path: str | os.PathLike) -> Path:
+def write_markdown(report: Report, path: str | os.PathLike) -> Path:
     """Write the report as Markdown (atomically)."""
-    return _atomic_write(path, render_markdown(report))
+    return atomic_write(path, render_markdown(report))
 
 
-def write_html(report: dict, path: str | os.PathLike) -> Path:
+def write_html(report: Report, path: str | os.PathLike) -> Path:
     """Write the report as a self-contained HTML page (atomically)."""
-    return _atomic_write(path, render_html(report, base=Path(path).resolve().parent))
+    return atomic_write(path, render_html(report, base=Path(path).resolve().parent))

@@ -53,7 +53,7 @@ def test_no_op_pass_reports_zero_sites_and_writes_valid_model(tmp_path, tiny_onn
         assert rep["output"] == str(out) and rep["format"] == ("onnx" if src.suffix == ".onnx" else "ir")
         ModelHandle.load(out).validate()
         assert sha256(src) == digest
-        json.dumps(rep)
+        json.dumps(rep.to_json())  # the typed report has a plain-JSON form
 
 
 def test_gate_rollback_is_default_and_locator_names_node(tiny_onnx):

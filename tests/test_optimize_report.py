@@ -1,4 +1,4 @@
-"""The optimize report: typed fields, JSON round trip, text/HTML/PNG renderings; CLI input errors."""
+"""The optimize report: typed fields, JSON round trip, renderings by rewriter.report; CLI input errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 
 from rewriter.optimizer import OptimizeReport, ParetoPoint, _fidelity, _site_rows
 from rewriter.optimizer.executors import InProcessExecutor
-from rewriter.optimizer.report import pareto_png, render_html, render_text, write_html, write_json, write_png
 from rewriter.optimizer.search import Search
 from rewriter.optimizer.synthetic import SiteSpec, SyntheticSpace
+from rewriter.report import decision_table, render_html, render_text, write_html, write_json, write_markdown
 
 BUDGET = {"rel_l2": 0.05}
 
@@ -49,21 +49,23 @@ def test_report_fields_and_round_trip():
 
 
 def test_renderings(tmp_path):
+    """One renderer (rewriter.report) draws the optimize report: headline, decisions, Pareto plot."""
     rep = _report()
     text = render_text(rep)
-    assert text.splitlines()[0].startswith("optimize: MTL (NPU 2.7)")
-    assert "conv0" in text and "head" not in text
-    assert "head" in render_text(rep, verbose=True)
-    assert all(len(line) <= 200 for line in text.splitlines())
+    assert text.splitlines()[0].startswith("MTL (NPU 2.7): ") and "head" not in text
+    verbose = render_text(rep, verbose=True)
+    assert "conv0" in verbose and "head   conv  not taken: alone over budget" in verbose
+    assert all(len(line) <= 100 for line in text.splitlines())
     html = render_html(rep)
-    assert "<h2>Pareto front</h2>" in html and "data:image/png;base64," in html
-    png = pareto_png(rep)
-    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<h2>Pareto front (optimize)</h2>" in html and '<svg id="pareto-svg"' in html
+    rows = decision_table(rep).rows
+    assert [r[0] for r in rows] == ["conv0", "conv1", "conv2", "conv3"]  # the taken sites, their error shares
+    assert all(r[-1].endswith("% of budget") for r in rows)
     write_json(rep, tmp_path / "r.json")
-    write_png(rep, tmp_path / "r.pareto.png")
     write_html(rep, tmp_path / "r.html")
-    assert json.loads((tmp_path / "r.json").read_text())["objective"] == "mtl"
-    assert (tmp_path / "r.pareto.png").stat().st_size > 1000
+    write_markdown(rep, tmp_path / "r.md")
+    assert OptimizeReport.from_json(json.loads((tmp_path / "r.json").read_text())) == rep
+    assert (tmp_path / "r.md").read_text().startswith("# Optimize report\n\n- MTL (NPU 2.7): ")
 
 
 @pytest.mark.parametrize("args, needle", [

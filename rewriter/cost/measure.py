@@ -65,6 +65,8 @@ def measure_ab(a: ModelHandle | Any, b: ModelHandle | Any, runs: int = 20, warmu
     """
     if runs < 1:
         raise RewriteError(f"measure runs={runs}: must be >= 1")
+    from ..progress import count
+
     ha, hb = _handle(a), _handle(b)
     fa, fb = fixed_input_shapes(ha, input_shape), fixed_input_shapes(hb, input_shape)
     ca, _ = _compiled(ha, fa, threads=threads)
@@ -82,6 +84,7 @@ def measure_ab(a: ModelHandle | Any, b: ModelHandle | Any, runs: int = 20, warmu
             t0 = time.perf_counter()
             req.infer(x)
             acc.append((time.perf_counter() - t0) * 1000.0)
+        count("measuring (interleaved A/B runs)", i + 1, runs)
     ratios = [y / x for x, y in zip(ta, tb) if x > 0]
     ratio = statistics.median(ratios)
     return {

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import RewriteError
 from ..model import ModelHandle
-from .report import OptimizeReport, ParetoPoint, SiteRow, render_text, write_html, write_json, write_png
+from ..report import render_text
+from .report import OptimizeReport, ParetoPoint, SiteRow
 from .search import KEEP, Candidate, Evaluation, Point, Search, SearchResult, SearchSpace, scalar, usage
 
 __all__ = ["OptimizeReport", "ParetoPoint", "SiteRow", "Candidate", "Evaluation", "Point", "Search",
@@ -25,7 +26,7 @@ DEFAULT_PASSES = ("asym_interp", "interp_deconv", "dwpw", "int8")
 NOISE = 0.02  # a measured CPU ratio this much above 1 (and above 1 at p10) counts as slower
 
 
-def _parse_passes(passes: str | Sequence[str] | None) -> tuple[str, ...]:
+def parse_passes(passes: str | Sequence[str] | None) -> tuple[str, ...]:
     if passes is None:
         return DEFAULT_PASSES
     names = [p.strip() for p in passes.split(",")] if isinstance(passes, str) else [str(p) for p in passes]
@@ -56,6 +57,7 @@ def _site_rows(res: SearchResult, space: Any) -> list[SiteRow]:
         if d is not None:
             engine = {"default": d.choice, "reason": d.reason, "choices": list(d.choices),
                       "latency_us": d.details.get("latency_us")}
+            engine.update({k: d.details[k] for k in ("engine_before", "engine_after") if k in d.details})
         reason = "" if key in chosen else (s.reason if s is not None and s.reason else "not selected")
         rows.append(SiteRow(site=c.site, pass_name=c.pass_name, op=c.op, choice=c.choice,
                             saved_us={t: round(v, 3) for t, v in (s.saved_us if s else {}).items()},
@@ -71,18 +73,37 @@ def _fidelity(ev: Evaluation | None, split: str, budget: dict[str, float]) -> di
         return {"split": split, "skipped": True}
     if not ev.ok:
         return {"split": split, "passed": False, "error": ev.error}
+    from ..verify import budget_gate
+
     u = usage(ev.metrics, budget)
+    gate = budget_gate({"depth": ev.metrics}, budget)  # the same sentence as a rewrite's gate
     return {"split": split, "passed": scalar(u) <= 1.0 + 1e-12, "metrics": ev.metrics, "budget_used": scalar(u),
-            "usage": u, "budget": budget}
+            "usage": u, "budget": budget, "message": f"{split} split: {gate['message']}", "needed": gate["needed"]}
 
 
-def _bar(say: Callable[[str], None]) -> Callable[[str, int, int], None]:
-    def progress(phase: str, done: int, total: int) -> None:
-        if total <= 0:
-            return
-        n = 20 * done // total
-        say(f"\r[optimize] {phase:<14} [{'#' * n}{'.' * (20 - n)}] {done}/{total}" + ("\n" if done == total else ""))
-    return progress
+def _count(phase: str, done: int, total: int) -> None:
+    from ..progress import count
+
+    count(f"optimize: {phase}", done, total)
+
+
+def depth_pictures(space: Any, final: ModelHandle, changed: bool, folder: str | Path) -> list[dict[str, Any]]:
+    """Depth before | after | |error| of the worst and a typical test-split image (``rewriter.pictures``). The
+    input's outputs are the ones the search already computed on the test split; the final model runs once per
+    test image (not at all when it is the input)."""
+    import numpy as np
+
+    from ..pictures import pictures_from_outputs
+    from ..runtime import Runner
+
+    test = space.splits.test
+    befores = [np.asarray(outs[0]) for outs in space.reference("test")]
+    if changed:
+        runner = Runner(final)
+        afters = [np.asarray(next(iter(runner.run(f).values()))) for f in test.feeds]
+    else:
+        afters = befores
+    return pictures_from_outputs(befores, afters, list(test.names), folder)
 
 
 OBJECTIVES = ("latency", "fit-frame")
@@ -134,6 +155,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
              output: str | Path | None = None, report: str | Path | None = None, html: str | Path | None = None,
              workers: int = 0, ray_address: str | None = None, measure: bool = False, seed: int = 0,
              progress: Callable[[str], None] | None = None, quant_groups: int = 8, max_ranks: int = 3,
+             md: str | Path | None = None,
              input_shape: dict[str, list[int]] | None = None, objective: str = "latency",
              alongside: Sequence[str | Path | ModelHandle] = (), alongside_ms: float | None = None
              ) -> tuple[ModelHandle, OptimizeReport]:
@@ -147,9 +169,11 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     fidelity cost whose objective-target latency plus the others' fits the 16.67 ms frame; the input when it
     already fits). ``alongside`` (models) / ``alongside_ms`` (a figure) are the other workloads sharing the
     frame: each target's ``latency`` gains ``alongside`` (``rewriter.cost.command.alongside``), and the report's
-    ``frame`` says whether the result fits. ``progress`` receives progress text (a bar).
-    Writes ``output`` / ``report`` (JSON, plus a Pareto PNG
-    beside it) / ``html`` when given. Raises ``RewriteError`` for bad input before any long work.
+    ``frame`` says whether the result fits. ``progress`` receives step messages (``rewriter.progress.RunProgress``);
+    counts (candidate evaluations, images) go to ``rewriter.progress.count``.
+    Writes ``output`` / ``report`` (JSON) / ``md`` / ``html`` (with the Pareto plot, and
+    depth before | after | |error| pictures of the worst and a typical test image) when given. Raises
+    ``RewriteError`` for bad input before any long work.
     """
     from ..model import check_output_path
     from .executors import make_executor
@@ -162,7 +186,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     for t in targets:
         if t not in TARGETS:
             raise RewriteError(f"unknown target '{t}' (use {', '.join(TARGETS)})")
-    names = _parse_passes(passes)
+    names = parse_passes(passes)
     if workers < 0:
         raise RewriteError(f"--workers {workers}: must be ≥ 0")
     from ..verify import parse_budget
@@ -176,7 +200,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     if alongside_ms is not None and not alongside_ms >= 0:
         raise RewriteError(f"--alongside-ms {alongside_ms}: must be a number >= 0")
     handle = model if isinstance(model, ModelHandle) else ModelHandle.load(model)
-    for path in (output, report, html):
+    for path in (output, report, html, md):
         if path is not None:
             check_output_path(Path(path), handle.source)
     say = progress or (lambda _m: None)
@@ -186,7 +210,8 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     executor = make_executor(space, workers=workers, ray_address=ray_address)
     frame = None
     try:
-        search = Search(space, bud, executor, quant_groups=quant_groups, progress=_bar(say))
+        say("searching the per-site choices ...")
+        search = Search(space, bud, executor, quant_groups=quant_groups, progress=_count)
         res = search.run()
         if objective == "fit-frame" or alongside or alongside_ms is not None:
             from ..cost.command import alongside as _alongside
@@ -202,7 +227,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         notes.append("splits overlap (allow_overlap): the held-out numbers are not held out")
     measured = None
     if measure:
-        say("[optimize] measuring CPU latency (interleaved A/B) ...\n")
+        say("measuring CPU latency (interleaved A/B) ...")
         from ..cost import measure_ab
 
         measured = measure_ab(handle, final)
@@ -248,9 +273,21 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         notes=notes, objective_kind=objective, frame=frame)
     if output is not None:
         rep.output = str(final.save(output))
+    from ..report import write_html, write_json, write_markdown
+
     if report is not None:
         write_json(rep, report)
-        write_png(rep, Path(report).with_suffix(".pareto.png"))
+    if md is not None:
+        write_markdown(rep, md)
     if html is not None:
-        write_html(rep, html)
+        import tempfile
+
+        say("depth pictures of the test split ...")
+        with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
+            try:
+                rep.pictures = depth_pictures(space, final, res.point != Point(), tmp)
+            except (RewriteError, ValueError) as e:  # a courtesy: the report is still written without them
+                rep.notes.append(f"no depth pictures: {e}")
+            write_html(rep, html)
+        rep.pictures = []  # their files are gone with the folder
     return final, rep

@@ -105,12 +105,17 @@ def resolve_runtimes(runtime: str, *models: ModelHandle) -> tuple[list[str], lis
 def run_feeds(model: ModelHandle, feeds: list[dict[str, np.ndarray]], runtime: str,
               taps: list[str] | None = None) -> list[dict[str, np.ndarray]]:
     """Outputs (and ``taps``) of ``model`` on each feed; a model the runtime cannot run is a RewriteError."""
+    from ..progress import count
     from ..runtime import Runner
 
     try:
         r = Runner(model, runtime, taps)
         names = {n for n, _, _ in model.inputs()}
-        return [r.run({k: v for k, v in f.items() if k in names}) for f in feeds]
+        outs = []
+        for i, f in enumerate(feeds):
+            outs.append(r.run({k: v for k, v in f.items() if k in names}))
+            count(f"running {model.name} on {len(feeds)} image(s)", i + 1, len(feeds))
+        return outs
     except RewriteError:
         raise
     except Exception as e:  # compile/run failures are about the model the user gave
