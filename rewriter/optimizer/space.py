@@ -98,16 +98,22 @@ def _dwpw_prior(details: Mapping[str, Any], rank: int, targets: Sequence[str]) -
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and worst per metric; depth metrics over image inputs."""
+    """Mean, worst and the standard error of the mean ("sem", with 2+ rows) per metric over the rows."""
     from ..metrics import HIGHER_IS_BETTER, worst_of
 
     mean: dict[str, float] = {}
     worst: dict[str, float] = {}
+    sem: dict[str, float] = {}
     for k in HIGHER_IS_BETTER:
         vals = [float(r[k]) for r in rows if k in r]
         if vals:
             mean[k], worst[k] = float(np.mean(vals)), float(worst_of(k, vals))
-    return {"mean": mean, "worst": worst}
+            if len(vals) > 1 and all(np.isfinite(vals)):
+                sem[k] = float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
+    out = {"mean": mean, "worst": worst}
+    if sem:
+        out["sem"] = sem
+    return out
 
 
 @dataclass(frozen=True)
