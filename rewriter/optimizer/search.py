@@ -594,6 +594,7 @@ class Search:
         """
         levels = [(i, lv) for i, lv in enumerate(quant.get("levels", [])) if scalar(lv["usage"]) <= 0.9]
         if not levels:
+            self.log.append("int8 first: no INT8 level leaves room for float choices even alone")
             return point, ev
         i, lv = levels[0]  # levels go from most to least aggressive
         lv_used = scalar(lv["usage"])
