@@ -2,7 +2,8 @@
 
     python -m bench.cell SPEC.json RESULT.json
 
-SPEC: {"model", "passes", "opts", "output", "calib", "images", "seed", "verify", "on_fail", "targets"}.
+SPEC: {"model", "passes", "opts", "output", "calib", "images", "seed", "verify", "on_fail", "targets"}, or
+with "optimize": {"targets", "budget", "workers"} a ``rewriter.optimize`` run instead (its report as JSON).
 RESULT: {"report", "rewrite_s", "import_s", "rss_before_mb", "peak_rss_mb", "error", "traceback"}.
 The result file is written even when the rewrite fails; the exit code is 0 unless writing it failed.
 """
@@ -41,6 +42,11 @@ def run_cell(spec: dict) -> dict:
         out["import_s"] = round(time.perf_counter() - t0, 2)
         out["rss_before_mb"] = _rss_mb()
         t1 = time.perf_counter()
+        if spec.get("optimize"):
+            out["report"] = _optimize(spec)
+            out["rewrite_s"] = round(time.perf_counter() - t1, 2)
+            out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            return out
         _, report = rewrite(spec["model"], spec["passes"], opts=spec.get("opts") or None, output=spec["output"],
                             calib=spec.get("calib"), images=spec.get("images"),
                             targets=tuple(spec.get("targets", ("kmb", "mtl", "cpu"))),
@@ -56,6 +62,19 @@ def run_cell(spec: dict) -> dict:
             out["report"] = report.to_json()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
     return out
+
+
+def _optimize(spec: dict) -> dict:
+    """``rewriter.optimize`` on the spec (same calibration and held-out folders as a rewrite); its report."""
+    from rewriter import optimize
+
+    o = spec["optimize"]
+    _, rep = optimize(spec["model"], targets=tuple(o["targets"]), budget=o.get("budget"), calib=spec.get("calib"),
+                      images=spec.get("images"), output=spec["output"], workers=int(o.get("workers") or 0),
+                      seed=spec.get("seed", 0), progress=lambda m: (sys.stderr.write(m), sys.stderr.flush()))
+    report = rep.to_json()
+    report["output"] = rep.output
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,26 @@ from .matrix import MODELS, PASS_SETS, QUICK_IMAGES, QUICK_MODELS, QUICK_RUNS, Q
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
 TARGETS = ("kmb", "mtl", "cpu")
+# optimize cells: "opt-<objective>-<rel_l2 budget>", run on the trained models in the full matrix (any model
+# when named with --sets); the other two targets follow the objective so the result is never slower on them
+OPT_PREFIX = "opt-"
+OPT_SETS = tuple(f"opt-{t}-{b}" for t in ("cpu", "mtl", "kmb") for b in ("0.05", "0.1"))
+
+
+def opt_set(key: str):
+    """The PassSet standing for an optimize cell ``opt-<target>-<rel_l2>`` (KeyError naming the key if bad)."""
+    from .matrix import PassSet
+
+    parts = key.split("-")
+    if len(parts) != 3 or parts[1] not in TARGETS:
+        raise KeyError(f"optimize set '{key}': use opt-<{'|'.join(TARGETS)}>-<rel_l2 budget>, e.g. opt-mtl-0.05")
+    try:
+        float(parts[2])
+    except ValueError:
+        raise KeyError(f"optimize set '{key}': the budget '{parts[2]}' is not a number") from None
+    targets = [parts[1]] + [t for t in TARGETS if t != parts[1]]
+    return PassSet(key, "optimize", {"optimize": {"targets": targets, "budget": f"rel_l2={parts[2]}"}},
+                   note=f"rewrite optimize --target {' --target '.join(targets)} --budget rel_l2={parts[2]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{QUICK_RUNS} A/B runs (< 10 min)")
     p.add_argument("--models", nargs="+", metavar="M",
                    help=f"model keys ({', '.join(MODELS)}) or any fixture name (default: all keys)")
-    p.add_argument("--sets", nargs="+", metavar="S", help=f"pass sets ({', '.join(PASS_SETS)}; default: all)")
+    p.add_argument("--sets", nargs="+", metavar="S",
+                   help=f"pass sets ({', '.join(PASS_SETS)}) and optimize cells (opt-<target>-<rel_l2>, "
+                        f"e.g. {OPT_SETS[2]}; the full matrix runs {', '.join(OPT_SETS)} on trained models); "
+                        "default: all")
+    p.add_argument("--workers", type=int, default=0, help="optimize cells: rewrite optimize --workers N")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder (JSON, PNGs)")
     p.add_argument("--md", help="Markdown table path (default: bench/RESULTS.md; --quick: OUT/DATE-quick.md)")
     p.add_argument("--runs", type=int, help="measured A/B runs per side (overrides the per-model budget)")
@@ -70,8 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
     model_keys = args.models or list(QUICK_MODELS if args.quick else MODELS)
     set_keys = args.sets or list(QUICK_SETS if args.quick else PASS_SETS)
+    opt_keys = [k for k in set_keys if k.startswith(OPT_PREFIX)]
+    if args.sets is None and not args.quick:
+        opt_keys = list(OPT_SETS)
     try:
-        plan = cells(model_keys, set_keys, restrict=args.sets is None)
+        plan = cells(model_keys, [k for k in set_keys if not k.startswith(OPT_PREFIX)], restrict=args.sets is None)
+        from .matrix import model_spec
+
+        plan += [(model_spec(mk), opt_set(k)) for mk in model_keys for k in opt_keys
+                 if args.sets is not None or model_spec(mk).weights == "trained"]
+        order = [model_spec(k).key for k in model_keys]
+        plan.sort(key=lambda ms: order.index(ms[0].key))  # stable: a model's optimize cells after its pass sets
     except KeyError as e:
         print(f"bench: {e.args[0]}", file=sys.stderr)
         return 2
@@ -104,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             ctx = prepare_model(m, work, args.reuse_fixtures)
             results["models"][m.key] = ctx["info"]
         t0 = time.perf_counter()
-        cell = run_cell(m, s, ctx, work, calib_dir, verify=not args.no_verify, keep=args.keep_models)
+        cell = run_cell(m, s, ctx, work, calib_dir, verify=not args.no_verify, keep=args.keep_models,
+                        workers=args.workers)
         cell["bench_s"] = round(time.perf_counter() - t0, 1)
         results["cells"].append(cell)
         print(f"[{i}/{len(plan)}] {m.key} × {s.key}: {_one_line(cell)}", flush=True)
@@ -196,8 +230,8 @@ def fixture(name: str, reuse: bool = False) -> tuple[Path, str | None]:
 
 
 def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, verify: bool = True,
-             keep: bool = False) -> dict:
-    """Rewrite in a child process, then measure; every failure is recorded in the returned dict."""
+             keep: bool = False, workers: int = 0) -> dict:
+    """Rewrite (or optimize) in a child process, then measure; every failure is recorded in the returned dict."""
     cell: dict = {"model": m.key, "fixture": m.fixture, "pass_set": s.key, "passes": s.passes, "opts": s.opts,
                   "error": None}
     if "path" not in ctx:
@@ -210,13 +244,25 @@ def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, v
     spec = {"model": str(ctx["path"]), "passes": s.passes, "opts": s.opts, "output": str(cdir / f"out{suffix}"),
             "calib": str(calib_dir), "images": str(ctx["verify_dir"]), "seed": SEED, "verify": verify,
             "on_fail": "keep", "targets": list(TARGETS)}
-    child = run_child(spec, cdir, m.timeout_s)
+    if "optimize" in s.opts:  # an optimize cell: same images, same measuring, the search instead of fixed passes
+        spec["optimize"] = {**s.opts["optimize"], "workers": workers}
+    child = run_child(spec, cdir, m.timeout_s * (4 if "optimize" in spec else 1))
     cell["tool"] = {k: child.get(k) for k in ("rewrite_s", "import_s", "rss_before_mb", "peak_rss_mb", "child_s")}
     report = child.get("report")
     if child.get("error"):
         cell["error"] = child["error"]
         cell["traceback"] = child.get("traceback")
-    if report:
+    if report and "optimize" in spec:
+        from .measure import predicted
+
+        cell["predicted"] = predicted(report)
+        cell["optimize"] = optimize_summary(report)
+        cell["sites_changed"] = cell["optimize"]["sites_taken"]
+        test = (report.get("fidelity") or {}).get("test") or {}
+        cell["cumulative"] = {"passed": test.get("passed"), "skipped": test.get("skipped"), "dropped": [],
+                              "message": "optimize: the final model vs the original on the test split",
+                              "mean": (test.get("metrics") or {}).get("mean")}
+    elif report:
         from .measure import per_pass, predicted
 
         cell["passes_detail"] = per_pass(report)
@@ -230,7 +276,8 @@ def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, v
         if not keep:
             shutil.rmtree(cdir, ignore_errors=True)
         return cell
-    cell["cumulative"] = _cumulative_summary(report.get("cumulative"))
+    if "optimize" not in spec:
+        cell["cumulative"] = _cumulative_summary(report.get("cumulative"))
     cell["tool_inputs"] = report.get("inputs")
     try:
         measure_cell(cell, m, ctx, out, calib_dir)
@@ -240,6 +287,21 @@ def run_cell(m: ModelSpec, s: PassSet, ctx: dict, work: Path, calib_dir: Path, v
     if not keep:
         shutil.rmtree(cdir, ignore_errors=True)
     return cell
+
+
+def optimize_summary(report: dict) -> dict:
+    """What an optimize report chose: sites taken per pass, INT8, evaluations, search seconds, the search log."""
+    taken = [s for s in report.get("sites") or [] if s.get("selected")]
+    per_pass: dict[str, int] = {}
+    for s in taken:
+        per_pass[s.get("pass_name", "?")] = per_pass.get(s.get("pass_name", "?"), 0) + 1
+    int8 = report.get("int8") or {}
+    search = report.get("search") or {}
+    return {"sites_taken": len(taken), "per_pass": per_pass, "int8": bool(int8.get("enabled")),
+            "int8_float_ops": len(int8.get("float_ops") or []), "int8_setting": int8.get("setting"),
+            "evaluations": search.get("evaluations"), "search_s": search.get("seconds"),
+            "log": (search.get("log") or [])[:40],
+            "validation": ((report.get("fidelity") or {}).get("validation") or {}).get("metrics")}
 
 
 def _cumulative_summary(cum: dict | None) -> dict | None:

@@ -84,6 +84,8 @@ def cell_row(cell: dict, gt_before: dict | None) -> list[str]:
     tool = cell.get("tool") or {}
     gt = cell.get("gt") or {}
     passes = fmt_passes(cell.get("passes_detail") or [])
+    if cell.get("optimize"):
+        passes = fmt_optimize(cell["optimize"])
     if cell.get("error"):
         passes = (passes + "; " if passes != "–" else "") + "ERROR: " + _short(cell["error"])
     cpu_pred = pred.get("cpu") or {}
@@ -97,6 +99,15 @@ def cell_row(cell: dict, gt_before: dict | None) -> list[str]:
             f"{fmt(gtb.get('absrel'))}→{fmt(gta.get('absrel'))}" if gta else "–",
             f"{fmt(gtb.get('delta1'))}→{fmt(gta.get('delta1'))}" if gta else "–",
             fmt(tool.get("rewrite_s")), fmt(tool.get("peak_rss_mb"), 4)]
+
+
+def fmt_optimize(o: dict) -> str:
+    """'optimize: asym_interp 4, dwpw 12, int8 (2 ops float)' for an optimize cell's choices."""
+    parts = [f"{k} {v}" for k, v in (o.get("per_pass") or {}).items()]
+    if o.get("int8"):
+        n = o.get("int8_float_ops") or 0
+        parts.append("int8" + (f" ({n} ops float)" if n else ""))
+    return "optimize: " + (", ".join(parts) or "nothing taken")
 
 
 def _short(msg: str, n: int = 160) -> str:

@@ -65,16 +65,22 @@ def compensate(before: ModelHandle, after: ModelHandle, sites: list[str], ctx: A
         return {"sites": per_site, "notes": notes + ["compensate: nothing to refit"], "refit_nodes": [],
                 "images": len(feeds), "source": calib.source}
     # targets: every refit conv's output in the model before the pass, sampled at fixed positions
-    targets = _sampled_outputs(Runner(before, "ov", taps=[c.biased_tap for c in conv_list]), feeds, conv_list)
-    reference = _flat_outputs(before, feeds)
-    swapped_err = best_err = metrics.rel_l2(reference, _flat_outputs(after, feeds))
+    # one run of each model gives both the sampled conv outputs/patches and the model's outputs
+    targets, reference = _sampled_outputs(Runner(before, "ov", taps=[c.biased_tap for c in conv_list]), feeds,
+                                          conv_list)
+    if reference is None:
+        reference = _flat_outputs(before, feeds)
+    swapped_err = best_err = None
     refit_nodes = []
     for site, convs, skipped in plan:
         if not convs:
             per_site.append({"site": site, "refit": [], "note": _no_conv_note(skipped)})
             continue
         runner = Runner(after, "ov", taps=list(dict.fromkeys(c.in_tap for c in convs)))
-        patches_of = _sampled_patches(runner, feeds, convs, {c.name: targets[c.name][1] for c in convs})
+        patches_of, flat = _sampled_patches(runner, feeds, convs, {c.name: targets[c.name][1] for c in convs})
+        if swapped_err is None:  # the first site with convs runs the model as swapped, before any refit
+            flat = flat if flat is not None else _flat_outputs(after, feeds)
+            swapped_err = best_err = metrics.rel_l2(reference, flat)
         entry: dict[str, Any] = {"site": site, "refit": []}
         written = []
         for conv in convs:
@@ -117,32 +123,50 @@ def _no_conv_note(skipped: list[str]) -> str:
     return f"no float conv consumes its output directly; not compensated{why}"
 
 
-def _sampled_outputs(runner, feeds: list[dict], convs: list[ConvInfo]) -> dict[str, tuple[np.ndarray, list]]:
-    """{conv: (P x Cout targets, per-feed positions)} at seeded positions, so memory stays bounded."""
+def _model_outputs(runner, out: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The model's own outputs (not the taps) of one run, flattened in name order (as :func:`_flat_outputs`);
+    None when a tap is itself a model output (the runner then cannot tell them apart)."""
+    names = runner.names[: len(runner.names) - len(runner.taps)]
+    return np.concatenate([np.ravel(out[k]) for k in sorted(names)]) if names else None
+
+
+def _sampled_outputs(runner, feeds: list[dict], convs: list[ConvInfo]
+                     ) -> tuple[dict[str, tuple[np.ndarray, list]], np.ndarray]:
+    """({conv: (P x Cout targets, per-feed positions)} at seeded positions, so memory stays bounded; the
+    model's outputs flattened over the feeds)."""
     ys: dict[str, list] = {c.name: [] for c in convs}
     pos: dict[str, list] = {c.name: [] for c in convs}
+    flat = []
     per_feed = -(-POSITIONS // max(len(feeds), 1))
     for i, feed in enumerate(feeds):
         out = runner.run(feed)
+        flat.append(_model_outputs(runner, out))
         for j, c in enumerate(convs):
             y = np.asarray(out[c.biased_tap], np.float32)
             p = sample_positions(1, y.shape[2:], per_feed, seed=1000 * i + j)
             pos[c.name].append(p)
             ys[c.name].append(y[0][:, p[:, 1], p[:, 2]].T)
-    return {k: (np.concatenate(v), pos[k]) for k, v in ys.items()}
+    return {k: (np.concatenate(v), pos[k]) for k, v in ys.items()}, _joined(flat)
 
 
 def _sampled_patches(runner, feeds: list[dict], convs: list[ConvInfo],
-                     positions: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-    """{conv: P x Cin x kh x kw input patches} at the positions its targets were sampled at (one run per feed)."""
+                     positions: dict[str, list[np.ndarray]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({conv: P x Cin x kh x kw input patches} at the positions its targets were sampled at, the model's outputs
+    flattened over the feeds), one run per feed."""
     parts: dict[str, list] = {c.name: [] for c in convs}
+    flat = []
     for i, feed in enumerate(feeds):
         out = runner.run(feed)
+        flat.append(_model_outputs(runner, out))
         for c in convs:
             x = np.asarray(out[c.in_tap], np.float32)
             g = c.geometry(x.shape[2:])
             parts[c.name].append(im2col(x, g.kernel, g.stride, g.dilation, g.pads, positions[c.name][i]))
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: np.concatenate(v) for k, v in parts.items()}, _joined(flat)
+
+
+def _joined(flat: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if any(f is None for f in flat) else np.concatenate(flat)
 
 
 def _validated_fit(patches: np.ndarray, y: np.ndarray, image: np.ndarray, conv: ConvInfo,

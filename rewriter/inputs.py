@@ -14,7 +14,8 @@ per-pass gates and any selection) and **test** (the headline fidelity of the fin
 * one folder (either option): shuffled with the seed by file name; test and validation take a quarter each
   (at least 1), calibration the rest (at least 3 images in all);
 * no folder: the scikit-image photos, a fixed split (``DEFAULT_SPLIT``): calibration astronaut, coffee,
-  coins; validation chelsea, retina; test rocket, motorcycle;
+  coins; validation chelsea, retina, camera, clock; test rocket, motorcycle, hubble_deep_field,
+  immunohistochemistry;
 * non-image models: ``RANDOM_FEEDS`` seeded random inputs per split, from three disjoint seed ranges
   (``seed + k * RANDOM_SEED_STRIDE + i`` for split k, feed i).
 
@@ -39,12 +40,15 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 PREPROCESS_MODES = ("auto", "imagenet", "raw_rgb", "raw_bgr")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # skimage.data.cat() is chelsea again, so it is not listed twice
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "retina", "coins")
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "retina", "coins", "camera", "clock",
+                  "hubble_deep_field", "immunohistochemistry")
 DEFAULT_DYNAMIC_HW = (288, 512)  # the users' video resolution, for models with dynamic H/W
 SPLITS = ("calibration", "validation", "test")
-# the 7 default photos, fixed so reports can say which photo judged what; each split has one scene with depth
-DEFAULT_SPLIT = {"calibration": ("astronaut", "coffee", "coins"), "validation": ("chelsea", "retina"),
-                 "test": ("rocket", "motorcycle")}
+# the 11 default photos, fixed so reports can say which photo judged what; disjoint scenes (no crops or flips
+# of one photo in two splits); validation has four so the search's selection is not fitted to two scenes
+DEFAULT_SPLIT = {"calibration": ("astronaut", "coffee", "coins"),
+                 "validation": ("chelsea", "retina", "camera", "clock"),
+                 "test": ("rocket", "motorcycle", "hubble_deep_field", "immunohistochemistry")}
 HELDOUT_FRACTION = 0.25  # one folder: the share of images for validation, and again for test
 RANDOM_FEEDS = 4  # random feeds per split for non-image models
 RANDOM_SEED_STRIDE = 1_000_000  # split k draws its feeds from seeds seed + k * stride + i

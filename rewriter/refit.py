@@ -178,6 +178,174 @@ def _truncated_onnx(model, taps: list[str]):
     return m
 
 
+# ---- the unchanged prefix, captured once ---------------------------------------------------------------------
+MAX_FRONTIER_BYTES = 1 << 30  # cached unchanged activations over all feeds; above this, captures run the prefix
+
+
+def frontier(v, sites: list[str]) -> list[str]:
+    """Activations feeding the part of the graph downstream of ``sites`` that none of the sites can change.
+
+    Rewriting the sites leaves everything upstream of them as it was, so these tensors are the same on the
+    original and on any partially rewritten model: captured once, they stand in for the whole prefix (for
+    MiDaS's decoder convs, the encoder) in every later capture. Constants are not activations.
+    """
+    down: set[str] = set()
+    stack = list(sites)
+    while stack:
+        nid = stack.pop()
+        if nid in down:
+            continue
+        down.add(nid)
+        for t in v.node(nid).outputs:
+            stack.extend(n.id for n, _ in v.users(t))
+    live = set(v.inputs)  # tensors that depend on a graph input (nodes iterate in topological order)
+    for n in v:
+        if any(t in live for t in n.inputs):
+            live.update(n.outputs)
+    out: list[str] = []
+    for n in v:
+        if n.id in down:
+            for t in n.inputs:
+                p = v.producer.get(t)
+                if t and t in live and (p is None or p.id not in down) and t not in out:
+                    out.append(t)
+    return out
+
+
+def _reached(v, stops: set[str], taps: list[str]) -> list[str]:
+    """The ``stops`` and graph inputs that ``taps`` depend on when the walk back ends at ``stops``."""
+    seen, used, stack = set(), [], list(taps)
+    inputs = set(v.inputs)
+    while stack:
+        t = stack.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        if t in stops or t in inputs:
+            used.append(t)
+            continue
+        p = v.producer.get(t)
+        if p is not None:
+            stack.extend(p.inputs)
+    return used
+
+
+def suffix(model: ModelHandle, stops: dict[str, np.ndarray], taps: list[str]) -> tuple[ModelHandle, list[str]]:
+    """A model computing ``taps`` with the tensors in ``stops`` fed as inputs instead of computed.
+
+    ``stops`` maps a tensor to an example value (its shape and dtype). Returns the model and the names it takes
+    as inputs (the stops it needs, and any original graph inputs still reached). Taps must not be stops.
+    """
+    from .graph import view
+
+    used = _reached(view(model), set(stops), taps)
+    if model.format == "onnx":
+        return ModelHandle(_suffix_onnx(model.onnx, {t: stops[t] for t in used if t in stops}, taps)), used
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m = model.ov.clone()
+    ports = {t: _ov_port(m, t) for t in list(used) + taps}
+    params = []
+    for t in used:
+        if t not in stops:
+            params.append(ports[t].get_node())
+            continue
+        out = ports[t]
+        p = ops.parameter(out.get_partial_shape(), out.get_element_type())
+        p.set_friendly_name(t)
+        p.output(0).set_names({t})
+        for inp in list(out.get_target_inputs()):
+            inp.replace_source_output(p.output(0))
+        params.append(p)
+    results = [ops.result(ports[t]) for t in taps]
+    return ModelHandle(ov.Model(results, params, "suffix")), used
+
+
+def _ov_port(m, t: str):
+    by_name = {op.get_friendly_name(): op for op in m.get_ops()}
+    node, _, port = t.rpartition(":")
+    if node in by_name and port.isdigit():
+        return by_name[node].output(int(port))
+    found = [o for op in m.get_ops() for o in op.outputs() if t in o.get_names()]
+    if not found:
+        raise RewriteError(f"tensor '{t}' is not in the model")
+    return found[0]
+
+
+def _suffix_onnx(model, stops: dict[str, np.ndarray], taps: list[str]):
+    from onnx import helper
+
+    g = model.graph
+    producers = {o: i for i, n in enumerate(g.node) for o in n.output}
+    keep, needed, stack = set(), set(), list(taps)
+    while stack:
+        t = stack.pop()
+        if not t or t in needed:
+            continue
+        needed.add(t)
+        if t in stops:
+            continue
+        idx = producers.get(t)
+        if idx is not None and idx not in keep:
+            keep.add(idx)
+            stack.extend(g.node[idx].input)
+    nodes = [g.node[i] for i in sorted(keep)]
+    inits = [i for i in g.initializer if i.name in needed and i.name not in stops]
+    init_names = {i.name for i in inits}
+    ins = [helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype),
+                                         list(np.shape(a))) for t, a in stops.items()]
+    ins += [vi for vi in g.input if vi.name in needed and vi.name not in stops and vi.name not in init_names]
+    outs = [helper.make_tensor_value_info(t, 1, None) for t in taps]  # float activations
+    sub = helper.make_graph(nodes, g.name, ins, outs, initializer=inits)
+    return helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+class Prefix:
+    """The unchanged activations (:func:`frontier`) of each feed, captured once on the original model.
+
+    ``capture(model, taps, reduce)`` then runs only the suffix of ``model`` (the original or a partially
+    rewritten copy) from them. With no frontier, or one too large to keep, it runs the whole prefix each time.
+    """
+
+    def __init__(self, reference: ModelHandle, feeds: list[dict[str, np.ndarray]], sites: list[str]):
+        from .graph import view
+        from .runtime import Runner
+
+        self.feeds = feeds
+        self.acts: list[dict[str, np.ndarray]] | None = None
+        cut = frontier(view(reference), sites)
+        inputs = {name for name, _, _ in reference.inputs()}
+        inner = [t for t in cut if t not in inputs]
+        if not cut or len(cut) > 64:
+            return
+        runner = Runner(truncated(reference, inner), "ov") if inner else None
+        acts = []
+        for f in feeds:
+            out = dict(zip(inner, runner.run(f).values())) if runner is not None else {}
+            acts.append({t: (f[t] if t in inputs else out[t]) for t in cut})
+            if sum(a.nbytes for a in acts[0].values()) * len(feeds) > MAX_FRONTIER_BYTES:
+                return
+        self.acts = acts
+
+    def capture(self, model: ModelHandle, taps: list[str],
+                reduce: Callable[[str, int, np.ndarray], np.ndarray]) -> None:
+        """``reduce(tap, feed_index, array)`` for every tap and feed (as :func:`capture` calls it)."""
+        if self.acts is None:
+            capture(model, self.feeds, taps, reduce=reduce)
+            return
+        cut = self.acts[0]
+        direct = [t for t in taps if t in cut]
+        inner = [t for t in taps if t not in cut]
+        for k, a in enumerate(self.acts):
+            for t in direct:
+                reduce(t, k, np.asarray(a[t], dtype=np.float32))
+        if inner:
+            sub, used = suffix(model, cut, inner)
+            feeds = [{t: (a[t] if t in a else f[t]) for t in used} for f, a in zip(self.feeds, self.acts)]
+            capture(sub, feeds, inner, reduce=reduce)
+
+
 # ---- sampling and patches ----------------------------------------------------------------------------------
 def sample_positions(n: int, out_hw: tuple[int, int], count: int, seed: int = 0) -> np.ndarray:
     """``count`` distinct output positions ``(n, oy, ox)`` drawn uniformly (all of them if fewer exist)."""
@@ -490,8 +658,9 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
         pos[s.key] = split_positions(n, tuple(out_hw), fit_n, held_n, seed=ctx.seed + i)
     by_out = {s.y_tap: s for s in sites}
     targets = _Samples(pos)
-    capture(reference, feeds, list(by_out),
-            reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)))
+    prefix = Prefix(reference, feeds, [s.key for s in sites])  # the encoder runs once, not once per wave
+    prefix.capture(reference, list(by_out),
+                   reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)))
     deps = _dependencies(view(reference), [s.key for s in sites])
     done: set[str] = set()
     while len(done) < len(sites):
@@ -510,7 +679,7 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
                 inputs.add(s.key, k, lambda r, g=g: im2col(x, g.kernel, g.stride, g.dilation, g.pads, r))
             return np.empty(0)
 
-        capture(editor.handle, feeds, list(by_in), reduce=pick)
+        prefix.capture(editor.handle, list(by_in), reduce=pick)
         for s in wave:
             _refit_pair(s, inputs.get(s.key, "fit"), targets.get(s.key, "fit"), inputs.get(s.key, "held"),
                         targets.get(s.key, "held"), depthwise_iters)
