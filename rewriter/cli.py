@@ -120,6 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_cost_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``rewrite cost MODEL`` (handler: ``rewriter.cost.command.run_cost``)."""
+    from .cost.command import TARGETS
+
+    p.add_argument("model", help="model to cost: .onnx or OpenVINO .xml (with its .bin)")
+    p.add_argument("--target", action="append", choices=TARGETS, help="target (repeatable; default: all three)")
+    p.add_argument("--precision", choices=("fp16", "int8"),
+                   help="cost every layer at this precision (default: as stored; FP32 runs as FP16 on the NPU)")
+    p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (with the picture)")
+    p.add_argument("--svg", metavar="FILE.svg", help="write the picture of where the time goes")
+    add_alongside_arguments(p)
+    add_input_shape_argument(p)
+    p.add_argument("--top", type=int, default=10, help="layers printed per target (default 10)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``rewrite verify BEFORE AFTER`` (handler: ``rewriter.verify.run_verify``)."""
     from .verify import BUDGET_METRICS, DEFAULT_TOL
@@ -175,8 +192,6 @@ def _sub_parser(name: str) -> argparse.ArgumentParser:
     if name == "verify":
         add_verify_arguments(p)
     elif name == "cost":
-        from .cost.command import add_cost_arguments
-
         add_cost_arguments(p)
     else:
         add_diff_arguments(p)

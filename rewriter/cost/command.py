@@ -186,25 +186,6 @@ def render_cost_text(report: dict[str, Any], top: int = 10) -> str:
 
 
 # ---- command line ----------------------------------------------------------------------------------------
-def add_cost_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of `rewrite cost`."""
-    p.add_argument("model", help="model to cost: .onnx or OpenVINO .xml (with its .bin)")
-    p.add_argument("--target", action="append", choices=TARGETS, help="target (repeatable; default: all three)")
-    p.add_argument("--precision", choices=("fp16", "int8"),
-                   help="cost every layer at this precision (default: as stored; FP32 runs as FP16 on the NPU)")
-    p.add_argument("--report", metavar="FILE.json", help="write the JSON report")
-    p.add_argument("--html", metavar="FILE.html", help="write a self-contained HTML report (with the picture)")
-    p.add_argument("--svg", metavar="FILE.svg", help="write the picture of where the time goes")
-    from ..cli import add_alongside_arguments
-
-    add_alongside_arguments(p)
-    from ..cli import add_input_shape_argument
-
-    add_input_shape_argument(p)
-    p.add_argument("--top", type=int, default=10, help="layers printed per target (default 10)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-
-
 def run_cost(args: argparse.Namespace) -> int:
     """Handler of `rewrite cost`; bad input raises RewriteError (exit 2) before any costing."""
     from ..io import atomic_write
