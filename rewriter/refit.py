@@ -868,7 +868,8 @@ class _Samples:
         return np.empty(0)  # capture itself keeps nothing
 
     def get(self, key: str, part: str) -> np.ndarray:
-        return np.concatenate(self.parts[(key, part)])
+        """The samples of ``key``'s ``part``, handed over: read once, they are not kept here as well."""
+        return np.concatenate(self.parts.pop((key, part)))
 
 
 def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int) -> None:
