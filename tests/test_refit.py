@@ -171,3 +171,25 @@ def test_capture_taps_and_reduce():
                                                     feeds[1]["x"])[0], rtol=1e-4, atol=1e-4)
     small = capture(ModelHandle.load(m), feeds, ["y"], runtime="ort", reduce=lambda t, i, a: a[:, :1, 0, 0])
     assert small["y"].shape == (3, 1)
+
+
+def test_blockwise_depthwise_products_equal_the_full_float64_product():
+    from rewriter.refit import _dw_apply
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((11, 4, 9)).astype(np.float32)
+    d = rng.standard_normal((4, 2, 9))
+    full = np.einsum("pit,ijt->pij", x.astype(np.float64), d)
+    np.testing.assert_allclose(_dw_apply(x, d, block=3), full, rtol=1e-12, atol=1e-12)
+
+
+def test_samples_are_handed_over_once():
+    from rewriter.refit import _Samples
+
+    pos = {"s": (np.array([[0, 0, 0], [1, 0, 1]]), np.array([[0, 1, 1]]))}
+    smp = _Samples(pos)
+    for k in (0, 1):
+        smp.add("s", k, lambda r: r[:, 1:].astype(np.float32))
+    assert smp.get("s", "fit").shape == (2, 2)
+    with pytest.raises(KeyError):
+        smp.get("s", "fit")  # not kept beside the caller's copy
