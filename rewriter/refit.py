@@ -136,8 +136,8 @@ def truncated(model: ModelHandle, taps: list[str]) -> ModelHandle:
     """
     if model.format == "onnx":  # read through ``proto``: a lazy clone must not copy the whole model to be cut
         head, graph, inits = _truncated_onnx(model.proto, taps)
-        graph.initializer.extend(inits)
         head.graph.CopyFrom(graph)
+        head.graph.initializer.extend(inits)  # the one copy of the weights kept
         return ModelHandle(head)
     import openvino as ov
     import openvino.opset13 as ops
@@ -347,8 +347,10 @@ def _suffix_onnx(model, stops: dict[str, np.ndarray], taps: list[str]):
                                          list(np.shape(a))) for t, a in stops.items()]
     ins += [vi for vi in g.input if vi.name in needed and vi.name not in stops and vi.name not in init_names]
     outs = [helper.make_tensor_value_info(t, 1, None) for t in taps]  # float activations
-    sub = helper.make_graph(nodes, g.name, ins, outs, initializer=inits)
-    return helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    m = helper.make_model(helper.make_graph(nodes, g.name, ins, outs), opset_imports=list(model.opset_import),
+                          ir_version=model.ir_version)
+    m.graph.initializer.extend(inits)  # one copy (make_graph and make_model would each copy the weights)
+    return m
 
 
 STAGE_BYTES = 64 << 20  # weights per compiled stage of a staged capture: OpenVINO holds ~2-3x this while it runs
@@ -715,6 +717,25 @@ def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarra
     return (d.reshape(dw.shape).astype(np.float32), w.reshape(pw.shape).astype(np.float32), out_b)
 
 
+def refit_pointwise(z: np.ndarray, y: np.ndarray, pw: np.ndarray, bias: np.ndarray | None,
+                    lam: float = DEFAULT_LAMBDA, fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`refit_dwpw` with ``depthwise_iters=0`` given the depthwise outputs ``z`` (P x Cin x r, float64,
+    as :func:`_dw_apply` makes them) instead of the patches: the same pointwise weights and bias, from
+    K²/r times fewer numbers. Returns ``(pw, bias)`` as float32."""
+    p, cout = len(z), pw.shape[0]
+    z = np.asarray(z, np.float64).reshape(p, -1)
+    y = np.asarray(y, np.float64)
+    w = pw.reshape(cout, -1).astype(np.float64)
+    c = np.zeros(cout) if bias is None else np.asarray(bias, np.float64)
+    if fit_bias:
+        wt, c = ridge_solve(z, y, lam, w.T, intercept=True)
+        w = wt.T
+    else:
+        w = ridge_solve(z, y - c, lam, w.T).T
+    out_b = c.astype(np.float32) if (fit_bias or bias is not None) else None
+    return w.reshape(pw.shape).astype(np.float32), out_b
+
+
 def _dw_apply(x: np.ndarray, d: np.ndarray, block: int = 1024) -> np.ndarray:
     """``einsum("pit,ijt->pij", x, d)`` in float64, converting ``x`` (P x Cin x K²) a block of rows at a time."""
     out = np.empty((x.shape[0], d.shape[0], d.shape[1]))
@@ -820,8 +841,12 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
 
         def pick(tap, k, x, by_in=by_in, inputs=inputs):
             for s in by_in[tap]:
-                g = s.geometry
-                inputs.add(s.key, k, lambda r, g=g: im2col(x, g.kernel, g.stride, g.dilation, g.pads, r))
+                g, d = s.geometry, _reduced_dw(s, depthwise_iters)
+
+                def take(r, g=g, d=d):
+                    patches = im2col(x, g.kernel, g.stride, g.dilation, g.pads, r)
+                    return patches if d is None else _dw_apply(patches.reshape(len(r), d.shape[0], -1), d)
+                inputs.add(s.key, k, take)
             return np.empty(0)
 
         prefix.capture(editor.handle, list(by_in), reduce=pick, borrow=True)  # im2col copies the patches
@@ -872,12 +897,30 @@ class _Samples:
         return np.concatenate(self.parts.pop((key, part)))
 
 
+def _reduced_dw(s: PairSite, depthwise_iters: int) -> np.ndarray | None:
+    """The depthwise kernels (Cin x r x K², float64) when a pointwise-only refit can keep the depthwise outputs
+    instead of the patches (fewer numbers: 2r < K² in float64), else None."""
+    f = s.fact
+    k2 = int(np.prod(f.dw.shape[2:]))
+    if depthwise_iters or 2 * f.rank >= k2:
+        return None
+    return f.dw.reshape(f.cin, f.rank, -1).astype(np.float64)
+
+
 def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int) -> None:
+    """Refit one pair on its fit samples, kept only if the held-out error drops. The samples are patches, or
+    the depthwise outputs (P x Cin x r) when :func:`_reduced_dw` says so (the pointwise fit needs only those)."""
     f = s.fact
     bias = s.bias if s.bias is not None else np.zeros(f.pw.shape[0], np.float32)
-    before = _pair_error(x_held, y_held, f.dw, f.pw, bias, f.rank)
-    dw, pw, b = refit_dwpw(x_fit, y_fit, f.dw, f.pw, bias, depthwise_iters=depthwise_iters)
-    after = _pair_error(x_held, y_held, dw, pw, b, f.rank)
+    if _reduced_dw(s, depthwise_iters) is not None:
+        before = _pw_error(x_held, y_held, f.pw, bias)
+        pw, b = refit_pointwise(x_fit, y_fit, f.pw, bias)
+        dw = f.dw
+        after = _pw_error(x_held, y_held, pw, b)
+    else:
+        before = _pair_error(x_held, y_held, f.dw, f.pw, bias, f.rank)
+        dw, pw, b = refit_dwpw(x_fit, y_fit, f.dw, f.pw, bias, depthwise_iters=depthwise_iters)
+        after = _pair_error(x_held, y_held, dw, pw, b, f.rank)
     d = s.details
     d.update(error_svd=round(before, 6), refit_positions=[len(x_fit), len(x_held)])
     if after < before:
@@ -892,6 +935,10 @@ def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int)
 def _pair_error(x: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarray, b: np.ndarray | None,
                 rank: int) -> float:
     p, cin = x.shape[:2]
-    z = _dw_apply(x.reshape(p, cin, -1), dw.reshape(cin, rank, -1).astype(np.float64)).reshape(p, -1)
-    pred = z @ pw.reshape(pw.shape[0], -1).T.astype(np.float64)
+    return _pw_error(_dw_apply(x.reshape(p, cin, -1), dw.reshape(cin, rank, -1).astype(np.float64)), y, pw, b)
+
+
+def _pw_error(z: np.ndarray, y: np.ndarray, pw: np.ndarray, b: np.ndarray | None) -> float:
+    """Held-out error of the pointwise conv on depthwise outputs ``z`` (P x Cin x r)."""
+    pred = z.reshape(len(z), -1) @ pw.reshape(pw.shape[0], -1).T.astype(np.float64)
     return rel_l2(pred + (0 if b is None else b), y)
