@@ -358,8 +358,9 @@ STAGE_BYTES = 64 << 20  # weights per compiled stage of a staged capture: OpenVI
 
 def stages(proto, taps: list[str], budget: int = STAGE_BYTES) -> list[tuple[list[str], list[str]]]:
     """Split the part of an ONNX model that computes ``taps`` into runs of nodes holding about ``budget`` bytes
-    of weights each. Returns ``[(stage outputs, ...)]`` as ``(outputs, carried)``: ``outputs`` are the tensors a
-    stage computes for later stages or as taps, ``carried`` the earlier ones still needed after it."""
+    of weights each. Returns one ``(made, carried)`` per stage, in order: ``made`` are the activations the stage
+    computes that later stages or the caller need, ``carried`` the earlier ones (graph inputs included) still
+    needed after it. Activations are tensors that depend on a graph input; constants are recomputed per stage."""
     g = proto.graph
     producers = {o: i for i, n in enumerate(g.node) for o in n.output}
     keep, stack, seen = set(), list(taps), set()
