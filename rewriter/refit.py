@@ -86,14 +86,16 @@ def resolve_pads(auto_pad: str, pads, in_hw: tuple[int, int] | None, kernel: tup
 def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[str],
             max_samples: int | None = None, runtime: str = "ov",
             reduce: Callable[[str, int, np.ndarray], np.ndarray] | None = None,
-            prune: bool = True) -> dict[str, np.ndarray]:
+            prune: bool = True, borrow: bool = False) -> dict[str, np.ndarray]:
     """Run ``model`` on ``feeds`` and return ``{tap: array}`` of the tapped tensors, stacked on axis 0.
 
     ``taps`` are tensor names (ONNX) or tensor names / ``"friendly_name:port"`` (IR), as
     :class:`rewriter.runtime.Runner` takes them. ``max_samples`` uses only the first feeds.
     ``reduce(tap, feed_index, array)`` shrinks each feed's array as soon as it is produced (e.g. gather
     sampled patches) so memory stays bounded on large activations; its results are concatenated on axis 0.
-    ``prune`` runs only the subgraph that produces the taps (see :func:`truncated`).
+    ``prune`` runs only the subgraph that produces the taps (see :func:`truncated`). ``borrow`` (with
+    ``reduce``, on OpenVINO) hands ``reduce`` views of the runtime's output buffers, valid during the call only:
+    ``reduce`` must copy what it keeps (a gather does), and no copy of the whole outputs is made per feed.
     """
     from .runtime import Runner
 
@@ -105,17 +107,24 @@ def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[s
     inner = [t for t in taps if t not in inputs]  # a graph input is its feed: no need to run for it
     runner = None
     if inner:  # run only the part of the model the taps depend on: the rest is wasted work
-        runner = Runner(truncated(model, inner), runtime) if prune else Runner(model, runtime, taps=inner)
+        runner = Runner(_pruned(model, inner, runtime), runtime) if prune else Runner(model, runtime, taps=inner)
     parts: dict[str, list[np.ndarray]] = {t: [] for t in taps}
     for i, feed in enumerate(use):
         out = {}
         if runner is not None:
-            res = runner.run(feed)
+            res = _outputs(runner, feed, borrow and reduce is not None)
             out = dict(zip(inner, res.values())) if prune else res
         for t in taps:
             a = np.asarray(feed[t] if t in inputs else out[t], dtype=np.float32)
             parts[t].append(reduce(t, i, a) if reduce is not None else a)
     return {t: np.concatenate(v, axis=0) for t, v in parts.items()}
+
+
+def _outputs(runner, feed: dict[str, np.ndarray], borrow: bool) -> dict[str, np.ndarray]:
+    if not borrow or runner.runtime != "ov":
+        return runner.run(feed)
+    res = runner.request.infer(feed, share_outputs=True)  # views: overwritten by the next infer
+    return {n: res[o] for n, o in zip(runner.names, runner.compiled.outputs)}
 
 
 def truncated(model: ModelHandle, taps: list[str]) -> ModelHandle:
@@ -125,8 +134,11 @@ def truncated(model: ModelHandle, taps: list[str]) -> ModelHandle:
     All graph inputs are kept (the same feeds work). ONNX taps are tensor names; IR taps tensor names or
     ``"friendly_name:port"``.
     """
-    if model.format == "onnx":
-        return ModelHandle(_truncated_onnx(model.onnx, taps))
+    if model.format == "onnx":  # read through ``proto``: a lazy clone must not copy the whole model to be cut
+        head, graph, inits = _truncated_onnx(model.proto, taps)
+        head.graph.CopyFrom(graph)
+        head.graph.initializer.extend(inits)  # the one copy of the weights kept
+        return ModelHandle(head)
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -173,9 +185,47 @@ def _truncated_onnx(model, taps: list[str]):
     inits = [i for i in g.initializer if i.name in needed]
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.output)}
     outs = [helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None) for t in taps]
-    sub = helper.make_graph(nodes, g.name, list(g.input), outs, initializer=inits)
-    m = helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    return m
+    sub = helper.make_graph(nodes, g.name, list(g.input), outs)  # the weights stay out: callers copy or stream
+    head = helper.make_model(onnx.GraphProto(), opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    head.ClearField("graph")
+    return head, sub, inits
+
+
+def _pruned(model: ModelHandle, taps: list[str], runtime: str) -> ModelHandle:
+    """:func:`truncated`, for a runner: on ONNX for OpenVINO, the cut model goes to a temporary file one
+    initializer at a time and OpenVINO reads it from there (no in-memory copy of the weights it keeps)."""
+    if model.format != "onnx" or runtime != "ov":
+        return truncated(model, taps)
+    import tempfile
+    from pathlib import Path
+
+    from .model import ov_core
+
+    head, graph, inits = _truncated_onnx(model.proto, taps)
+    with tempfile.TemporaryDirectory(prefix="rewrite-cut-") as d:
+        path = Path(d) / "cut.onnx"
+        _write_parts(head, graph, inits, path)
+        return ModelHandle(ov_core().read_model(str(path)))
+
+
+def _write_parts(head, graph, inits, path) -> None:
+    """Write the ONNX model ``head`` + ``graph`` + ``inits`` (initializer protos, serialized one at a time)."""
+    import onnx
+
+    from .model import _field
+
+    n_graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+    n_init = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+    sizes = [t.ByteSize() for t in inits]
+    graph_bytes = graph.SerializeToString()
+    total = len(graph_bytes) + sum(len(_field(n_init, s)) + s for s in sizes)
+    with open(path, "wb") as f:  # protobuf reads a message's fields in any order: the weights go last
+        f.write(head.SerializeToString())
+        f.write(_field(n_graph, total))
+        f.write(graph_bytes)
+        for t, size in zip(inits, sizes):
+            f.write(_field(n_init, size))
+            f.write(t.SerializeToString())
 
 
 # ---- the unchanged prefix, captured once ---------------------------------------------------------------------
@@ -240,7 +290,7 @@ def suffix(model: ModelHandle, stops: dict[str, np.ndarray], taps: list[str]) ->
 
     used = _reached(view(model), set(stops), taps)
     if model.format == "onnx":
-        return ModelHandle(_suffix_onnx(model.onnx, {t: stops[t] for t in used if t in stops}, taps)), used
+        return ModelHandle(_suffix_onnx(model.proto, {t: stops[t] for t in used if t in stops}, taps)), used
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -297,8 +347,92 @@ def _suffix_onnx(model, stops: dict[str, np.ndarray], taps: list[str]):
                                          list(np.shape(a))) for t, a in stops.items()]
     ins += [vi for vi in g.input if vi.name in needed and vi.name not in stops and vi.name not in init_names]
     outs = [helper.make_tensor_value_info(t, 1, None) for t in taps]  # float activations
-    sub = helper.make_graph(nodes, g.name, ins, outs, initializer=inits)
-    return helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    m = helper.make_model(helper.make_graph(nodes, g.name, ins, outs), opset_imports=list(model.opset_import),
+                          ir_version=model.ir_version)
+    m.graph.initializer.extend(inits)  # one copy (make_graph and make_model would each copy the weights)
+    return m
+
+
+STAGE_BYTES = 64 << 20  # weights per compiled stage of a staged capture: OpenVINO holds ~2-3x this while it runs
+
+
+def stages(proto, taps: list[str], budget: int = STAGE_BYTES) -> list[tuple[list[str], list[str]]]:
+    """Split the part of an ONNX model that computes ``taps`` into runs of nodes holding about ``budget`` bytes
+    of weights each. Returns one ``(made, carried)`` per stage, in order: ``made`` are the activations the stage
+    computes that later stages or the caller need, ``carried`` the earlier ones (graph inputs included) still
+    needed after it. Activations are tensors that depend on a graph input; constants are recomputed per stage."""
+    g = proto.graph
+    producers = {o: i for i, n in enumerate(g.node) for o in n.output}
+    keep, stack, seen = set(), list(taps), set()
+    while stack:  # the nodes the taps depend on, as in _truncated_onnx
+        t = stack.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        idx = producers.get(t)
+        if idx is not None and idx not in keep:
+            keep.add(idx)
+            stack.extend(g.node[idx].input)
+    order = sorted(keep)  # ONNX nodes are topologically sorted
+    nbytes = {t.name: int(np.prod(t.dims)) * np.dtype(_np_dtype(t.data_type)).itemsize for t in g.initializer}
+    live = {i.name for i in g.input} - set(nbytes)  # activations: what depends on a graph input
+    for i in order:
+        n = g.node[i]
+        if any(t in live for t in n.input):
+            live.update(n.output)
+    last_use: dict[str, int] = {}
+    for pos, i in enumerate(order):
+        for t in g.node[i].input:
+            last_use[t] = pos
+    wanted, inputs = set(taps), {i.name for i in g.input}
+    pos_of = {i: pos for pos, i in enumerate(order)}
+    bounds, acc = [], 0
+    for pos, i in enumerate(order):
+        acc += sum(nbytes.get(t, 0) for t in g.node[i].input)
+        if acc >= budget and pos < len(order) - 1:
+            bounds.append(pos + 1)
+            acc = 0
+    bounds.append(len(order))
+    out, start = [], 0
+    for end in bounds:
+        made = [o for i in order[start:end] for o in g.node[i].output
+                if o in live and (o in wanted or last_use.get(o, -1) >= end)]
+        carried = [t for t in sorted(live) if t not in made and (t in wanted or last_use.get(t, -1) >= end)
+                   and (t in inputs or pos_of.get(producers.get(t), len(order)) < start)]
+        out.append((made, carried))
+        start = end
+    return out
+
+
+def _np_dtype(elem: int) -> np.dtype:
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+
+def staged_capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[str],
+                   budget: int = STAGE_BYTES) -> list[dict[str, np.ndarray]]:
+    """``{tap: array}`` per feed, running the ONNX ``model`` one stage (:func:`stages`) at a time on OpenVINO.
+
+    Same values as one run of :func:`truncated` (up to the fusions a cut prevents), but only one stage's weights
+    are compiled at a time, so a capture deep in a large model costs a fraction of the model's size in memory.
+    """
+    from .runtime import Runner
+
+    inputs = {name for name, _, _ in model.inputs()}
+    values: list[dict[str, np.ndarray]] = [{k: v for k, v in f.items() if k in inputs} for f in feeds]
+    for made, carried in stages(model.proto, taps, budget):
+        if made:
+            sub, used = suffix(model, values[0], made)
+            runner = Runner(sub, "ov")
+            del sub  # the compiled stage holds what it needs
+        for k, val in enumerate(values):
+            nxt = {t: val[t] for t in carried}
+            if made:
+                nxt.update(zip(made, runner.run({t: val[t] for t in used}).values()))
+            values[k] = nxt
+        runner = None
+    return [{t: v[t] for t in taps} for v in values]
 
 
 class Prefix:
@@ -319,20 +453,24 @@ class Prefix:
         inner = [t for t in cut if t not in inputs]
         if not cut or len(cut) > 64:
             return
-        runner = Runner(truncated(reference, inner), "ov") if inner else None
+        if reference.format == "onnx" and inner:  # a few weights at a time: never the whole encoder at once
+            outs = staged_capture(reference, feeds, inner)
+        else:
+            runner = Runner(truncated(reference, inner), "ov") if inner else None
+            outs = [dict(zip(inner, runner.run(f).values())) if runner is not None else {} for f in feeds]
+            del runner
         acts = []
-        for f in feeds:
-            out = dict(zip(inner, runner.run(f).values())) if runner is not None else {}
+        for f, out in zip(feeds, outs):
             acts.append({t: (f[t] if t in inputs else out[t]) for t in cut})
             if sum(a.nbytes for a in acts[0].values()) * len(feeds) > MAX_FRONTIER_BYTES:
                 return
         self.acts = acts
 
     def capture(self, model: ModelHandle, taps: list[str],
-                reduce: Callable[[str, int, np.ndarray], np.ndarray]) -> None:
-        """``reduce(tap, feed_index, array)`` for every tap and feed (as :func:`capture` calls it)."""
+                reduce: Callable[[str, int, np.ndarray], np.ndarray], borrow: bool = False) -> None:
+        """``reduce(tap, feed_index, array)`` for every tap and feed (as :func:`capture` calls it, ``borrow`` too)."""
         if self.acts is None:
-            capture(model, self.feeds, taps, reduce=reduce)
+            capture(model, self.feeds, taps, reduce=reduce, borrow=borrow)
             return
         cut = self.acts[0]
         direct = [t for t in taps if t in cut]
@@ -343,7 +481,7 @@ class Prefix:
         if inner:
             sub, used = suffix(model, cut, inner)
             feeds = [{t: (a[t] if t in a else f[t]) for t in used} for f, a in zip(self.feeds, self.acts)]
-            capture(sub, feeds, inner, reduce=reduce)
+            capture(sub, feeds, inner, reduce=reduce, borrow=borrow)
 
 
 # ---- sampling and patches ----------------------------------------------------------------------------------
@@ -548,7 +686,7 @@ def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarra
     p, cin = patches.shape[:2]
     cr, cout = dw.shape[0], pw.shape[0]
     r = cr // cin
-    x = patches.reshape(p, cin, -1).astype(np.float64)  # P x Cin x K²
+    x = patches.reshape(p, cin, -1)  # P x Cin x K², float64 a block at a time (_dw_apply): a full copy is large
     y = np.asarray(y, np.float64)
     d = dw.reshape(cin, r, -1).astype(np.float64)
     w = pw.reshape(cout, cr).astype(np.float64)
@@ -556,7 +694,7 @@ def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarra
     use_bias = fit_bias or bias is not None
 
     def predict(d, w, c):
-        z = np.einsum("pit,ijt->pij", x, d).reshape(p, cr)
+        z = _dw_apply(x, d).reshape(p, cr)
         return z @ w.T + c, z
 
     def solve_pw(d):
@@ -566,10 +704,11 @@ def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarra
             return wt.T, cc
         return ridge_solve(z, y - c, lam, w.T).T, c
 
-    best = None
+    best, x64 = None, None
     for it in range(depthwise_iters + 1):
         if it > 0:
-            d = _solve_depthwise(x, y - c, w.reshape(cout, cin, r), d, lam)
+            x64 = x.astype(np.float64) if x64 is None else x64  # ALS runs many products over the patches
+            d = _solve_depthwise(x64, y - c, w.reshape(cout, cin, r), d, lam)
         w, c = solve_pw(d)
         err = rel_l2(predict(d, w, c)[0], y)
         if best is None or err < best[0]:
@@ -577,6 +716,33 @@ def refit_dwpw(patches: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarra
     _, d, w, c = best
     out_b = c.astype(np.float32) if use_bias else None
     return (d.reshape(dw.shape).astype(np.float32), w.reshape(pw.shape).astype(np.float32), out_b)
+
+
+def refit_pointwise(z: np.ndarray, y: np.ndarray, pw: np.ndarray, bias: np.ndarray | None,
+                    lam: float = DEFAULT_LAMBDA, fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`refit_dwpw` with ``depthwise_iters=0`` given the depthwise outputs ``z`` (P x Cin x r, float64,
+    as :func:`_dw_apply` makes them) instead of the patches: the same pointwise weights and bias, from
+    K²/r times fewer numbers. Returns ``(pw, bias)`` as float32."""
+    p, cout = len(z), pw.shape[0]
+    z = np.asarray(z, np.float64).reshape(p, -1)
+    y = np.asarray(y, np.float64)
+    w = pw.reshape(cout, -1).astype(np.float64)
+    c = np.zeros(cout) if bias is None else np.asarray(bias, np.float64)
+    if fit_bias:
+        wt, c = ridge_solve(z, y, lam, w.T, intercept=True)
+        w = wt.T
+    else:
+        w = ridge_solve(z, y - c, lam, w.T).T
+    out_b = c.astype(np.float32) if (fit_bias or bias is not None) else None
+    return w.reshape(pw.shape).astype(np.float32), out_b
+
+
+def _dw_apply(x: np.ndarray, d: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``einsum("pit,ijt->pij", x, d)`` in float64, converting ``x`` (P x Cin x K²) a block of rows at a time."""
+    out = np.empty((x.shape[0], d.shape[0], d.shape[1]))
+    for s in range(0, x.shape[0], block):
+        out[s:s + block] = np.einsum("pit,ijt->pij", x[s:s + block].astype(np.float64), d)
+    return out
 
 
 def _solve_depthwise(x: np.ndarray, y: np.ndarray, w: np.ndarray, d0: np.ndarray, lam: float,
@@ -660,7 +826,8 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
     targets = _Samples(pos)
     prefix = Prefix(reference, feeds, [s.key for s in sites])  # the encoder runs once, not once per wave
     prefix.capture(reference, list(by_out),
-                   reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)))
+                   reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)),
+                   borrow=True)  # gathers copy the sampled rows: the full outputs are not copied
     deps = _dependencies(view(reference), [s.key for s in sites])
     done: set[str] = set()
     while len(done) < len(sites):
@@ -675,11 +842,15 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
 
         def pick(tap, k, x, by_in=by_in, inputs=inputs):
             for s in by_in[tap]:
-                g = s.geometry
-                inputs.add(s.key, k, lambda r, g=g: im2col(x, g.kernel, g.stride, g.dilation, g.pads, r))
+                g, d = s.geometry, _reduced_dw(s, depthwise_iters)
+
+                def take(r, g=g, d=d):
+                    patches = im2col(x, g.kernel, g.stride, g.dilation, g.pads, r)
+                    return patches if d is None else _dw_apply(patches.reshape(len(r), d.shape[0], -1), d)
+                inputs.add(s.key, k, take)
             return np.empty(0)
 
-        prefix.capture(editor.handle, list(by_in), reduce=pick)
+        prefix.capture(editor.handle, list(by_in), reduce=pick, borrow=True)  # im2col copies the patches
         for s in wave:
             _refit_pair(s, inputs.get(s.key, "fit"), targets.get(s.key, "fit"), inputs.get(s.key, "held"),
                         targets.get(s.key, "held"), depthwise_iters)
@@ -723,15 +894,34 @@ class _Samples:
         return np.empty(0)  # capture itself keeps nothing
 
     def get(self, key: str, part: str) -> np.ndarray:
-        return np.concatenate(self.parts[(key, part)])
+        """The samples of ``key``'s ``part``, handed over: read once, they are not kept here as well."""
+        return np.concatenate(self.parts.pop((key, part)))
+
+
+def _reduced_dw(s: PairSite, depthwise_iters: int) -> np.ndarray | None:
+    """The depthwise kernels (Cin x r x K², float64) when a pointwise-only refit can keep the depthwise outputs
+    instead of the patches (fewer numbers: 2r < K² in float64), else None."""
+    f = s.fact
+    k2 = int(np.prod(f.dw.shape[2:]))
+    if depthwise_iters or 2 * f.rank >= k2:
+        return None
+    return f.dw.reshape(f.cin, f.rank, -1).astype(np.float64)
 
 
 def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int) -> None:
+    """Refit one pair on its fit samples, kept only if the held-out error drops. The samples are patches, or
+    the depthwise outputs (P x Cin x r) when :func:`_reduced_dw` says so (the pointwise fit needs only those)."""
     f = s.fact
     bias = s.bias if s.bias is not None else np.zeros(f.pw.shape[0], np.float32)
-    before = _pair_error(x_held, y_held, f.dw, f.pw, bias, f.rank)
-    dw, pw, b = refit_dwpw(x_fit, y_fit, f.dw, f.pw, bias, depthwise_iters=depthwise_iters)
-    after = _pair_error(x_held, y_held, dw, pw, b, f.rank)
+    if _reduced_dw(s, depthwise_iters) is not None:
+        before = _pw_error(x_held, y_held, f.pw, bias)
+        pw, b = refit_pointwise(x_fit, y_fit, f.pw, bias)
+        dw = f.dw
+        after = _pw_error(x_held, y_held, pw, b)
+    else:
+        before = _pair_error(x_held, y_held, f.dw, f.pw, bias, f.rank)
+        dw, pw, b = refit_dwpw(x_fit, y_fit, f.dw, f.pw, bias, depthwise_iters=depthwise_iters)
+        after = _pair_error(x_held, y_held, dw, pw, b, f.rank)
     d = s.details
     d.update(error_svd=round(before, 6), refit_positions=[len(x_fit), len(x_held)])
     if after < before:
@@ -746,7 +936,10 @@ def _refit_pair(s: PairSite, x_fit, y_fit, x_held, y_held, depthwise_iters: int)
 def _pair_error(x: np.ndarray, y: np.ndarray, dw: np.ndarray, pw: np.ndarray, b: np.ndarray | None,
                 rank: int) -> float:
     p, cin = x.shape[:2]
-    z = np.einsum("pit,ijt->pij", x.reshape(p, cin, -1).astype(np.float64),
-                  dw.reshape(cin, rank, -1).astype(np.float64)).reshape(p, -1)
-    pred = z @ pw.reshape(pw.shape[0], -1).T.astype(np.float64)
+    return _pw_error(_dw_apply(x.reshape(p, cin, -1), dw.reshape(cin, rank, -1).astype(np.float64)), y, pw, b)
+
+
+def _pw_error(z: np.ndarray, y: np.ndarray, pw: np.ndarray, b: np.ndarray | None) -> float:
+    """Held-out error of the pointwise conv on depthwise outputs ``z`` (P x Cin x r)."""
+    pred = z.reshape(len(z), -1) @ pw.reshape(pw.shape[0], -1).T.astype(np.float64)
     return rel_l2(pred + (0 if b is None else b), y)

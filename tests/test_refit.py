@@ -171,3 +171,45 @@ def test_capture_taps_and_reduce():
                                                     feeds[1]["x"])[0], rtol=1e-4, atol=1e-4)
     small = capture(ModelHandle.load(m), feeds, ["y"], runtime="ort", reduce=lambda t, i, a: a[:, :1, 0, 0])
     assert small["y"].shape == (3, 1)
+
+
+def test_blockwise_depthwise_products_equal_the_full_float64_product():
+    from rewriter.refit import _dw_apply
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((11, 4, 9)).astype(np.float32)
+    d = rng.standard_normal((4, 2, 9))
+    full = np.einsum("pit,ijt->pij", x.astype(np.float64), d)
+    np.testing.assert_allclose(_dw_apply(x, d, block=3), full, rtol=1e-12, atol=1e-12)
+
+
+def test_samples_are_handed_over_once():
+    from rewriter.refit import _Samples
+
+    pos = {"s": (np.array([[0, 0, 0], [1, 0, 1]]), np.array([[0, 1, 1]]))}
+    smp = _Samples(pos)
+    for k in (0, 1):
+        smp.add("s", k, lambda r: r[:, 1:].astype(np.float32))
+    assert smp.get("s", "fit").shape == (2, 2)
+    with pytest.raises(KeyError):
+        smp.get("s", "fit")  # not kept beside the caller's copy
+
+
+def test_pointwise_refit_on_depthwise_outputs_equals_the_refit_on_patches():
+    from rewriter.refit import _dw_apply, refit_pointwise
+
+    rng = np.random.default_rng(5)
+    x = correlated(rng, 2, 6, 10, 10)
+    w = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    geom = ConvGeometry((3, 3), pads=(1, 1, 1, 1))
+    pos = sample_positions(2, (10, 10), 150, seed=1)
+    patches = im2col(x, (3, 3), pads=geom.pads, positions=pos)
+    y = conv_on_patches(patches, w)
+    dw, pw = svd_pair(w, 1)
+    bias = np.zeros(5, np.float32)
+    _, pw_ref, b_ref = refit_dwpw(patches, y, dw, pw, bias)
+    z = _dw_apply(patches.reshape(len(pos), 6, -1), dw.reshape(6, 1, -1).astype(np.float64))
+    assert z.size * 8 < patches.size * 4  # the sufficient input of a pointwise-only fit is the smaller one
+    pw_z, b_z = refit_pointwise(z, y, pw, bias)
+    np.testing.assert_allclose(pw_z, pw_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b_z, b_ref, rtol=1e-6, atol=1e-6)
