@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import RewriteError
 from .model import ModelHandle
+from .progress import count
 
 DEFAULT_LAMBDA = 1e-4  # ridge strength relative to the mean diagonal of AᵀA: numerical safety, not a prior
 DEFAULT_POSITIONS = 8192  # sampled output positions per fit: enough rows for a few thousand unknowns
@@ -856,6 +857,7 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
                         targets.get(s.key, "held"), depthwise_iters)
             write(editor, s)
             done.add(s.key)
+            count(f"refitting {len(sites)} depthwise+pointwise site(s)", len(done), len(sites))
         editor.commit()
     return notes
 

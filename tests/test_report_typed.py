@@ -308,3 +308,15 @@ def test_optimize_quiet_prints_only_the_output_path(tiny, capfd):
     assert main(["optimize", str(tiny), "--target", "cpu", "--passes", "asym_interp,int8", "-o", str(out), "-q"]) == 0
     got = capfd.readouterr()  # file descriptors: NNCF's own bars would write there
     assert got.err == "" and got.out.strip() == str(out)
+
+
+def test_dwpw_refit_counts_each_site(tiny):
+    import io
+
+    from rewriter.progress import RunProgress
+
+    with RunProgress(1, mode="bar", stream=io.StringIO()) as bar:
+        _, rep = rewrite(tiny, "dwpw", targets=("cpu",), verify=False)
+    refit = [(d, t) for phase, d, t in bar.counts if phase.startswith("refitting ")]
+    changed = rep.passes[0].sites_changed
+    assert changed > 0 and refit == [(i, changed) for i in range(1, changed + 1)]
