@@ -554,7 +554,12 @@ def write_onnx(model: onnx.ModelProto, path: Path) -> None:
     head, graph = onnx.ModelProto(), onnx.GraphProto()
     _copy_fields(model, head, "graph")
     _copy_fields(model.graph, graph, "initializer")
-    inits = model.graph.initializer
+    write_onnx_parts(head, graph, model.graph.initializer, path)
+
+
+def write_onnx_parts(head: onnx.ModelProto, graph: onnx.GraphProto, inits, path: Path) -> None:
+    """Write the ONNX model ``head`` (no graph) + ``graph`` (no initializers) + ``inits`` (initializer protos,
+    serialized one at a time, last) as one ``.onnx`` file."""
     n_graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
     n_init = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
     sizes = [t.ByteSize() for t in inits]

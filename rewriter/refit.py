@@ -200,33 +200,13 @@ def _pruned(model: ModelHandle, taps: list[str], runtime: str) -> ModelHandle:
     import tempfile
     from pathlib import Path
 
-    from .model import ov_core
+    from .model import ov_core, write_onnx_parts
 
     head, graph, inits = _truncated_onnx(model.proto, taps)
     with tempfile.TemporaryDirectory(prefix="rewrite-cut-") as d:
         path = Path(d) / "cut.onnx"
-        _write_parts(head, graph, inits, path)
+        write_onnx_parts(head, graph, inits, path)
         return ModelHandle(ov_core().read_model(str(path)))
-
-
-def _write_parts(head, graph, inits, path) -> None:
-    """Write the ONNX model ``head`` + ``graph`` + ``inits`` (initializer protos, serialized one at a time)."""
-    import onnx
-
-    from .model import _field
-
-    n_graph = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
-    n_init = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
-    sizes = [t.ByteSize() for t in inits]
-    graph_bytes = graph.SerializeToString()
-    total = len(graph_bytes) + sum(len(_field(n_init, s)) + s for s in sizes)
-    with open(path, "wb") as f:  # protobuf reads a message's fields in any order: the weights go last
-        f.write(head.SerializeToString())
-        f.write(_field(n_graph, total))
-        f.write(graph_bytes)
-        for t, size in zip(inits, sizes):
-            f.write(_field(n_init, size))
-            f.write(t.SerializeToString())
 
 
 # ---- the unchanged prefix, captured once ---------------------------------------------------------------------
