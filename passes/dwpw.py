@@ -9,7 +9,6 @@ pair is exact and is not refit. Each site can take any rank ``rank1 .. rank<full
 
 from __future__ import annotations
 
-import gc
 import re
 from typing import Any
 
@@ -199,7 +198,6 @@ class DwpwPass(Pass):
         todo = [d for d in changed if d.details["refit"] == "pending"]
         notes = []
         if todo and reference is not None:
-            gc.collect()  # a discarded cost-check clone (a reference cycle) may hold a full copy of the weights
             sites = [_pair_site(reference, editor, d) for d in todo]
             notes = refit_pairs(reference, editor, sites, ctx, self.opts.samples, self.opts.positions,
                                 self.opts.refit_depthwise, write=_write_pair)

@@ -13,6 +13,7 @@ again without it on a fresh copy. Per-site figures go to ``details["latency_us"]
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -45,6 +46,7 @@ def apply_pass(model: ModelHandle, p: Pass, ctx: PassContext,
         return PassResult(decisions, exact=p.exact_for([]))
     if trial is not None and not ctx.dry_run and p.needs_reference(changed, ctx):
         trial = None  # the data-dependent finish must run on the real model
+        gc.collect()  # the dropped trial (clone, editor, view cache: a cycle) holds a full copy of the weights
     if trial is not None:  # the clone the cost check emitted is the result: adopt its graph
         trial_model, ed = trial
         model.onnx, model.ov = trial_model.onnx, trial_model.ov
