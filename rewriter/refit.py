@@ -113,19 +113,12 @@ def capture(model: ModelHandle, feeds: list[dict[str, np.ndarray]], taps: list[s
     for i, feed in enumerate(use):
         out = {}
         if runner is not None:
-            res = _outputs(runner, feed, borrow and reduce is not None)
+            res = runner.run(feed, borrow=borrow and reduce is not None)
             out = dict(zip(inner, res.values())) if prune else res
         for t in taps:
             a = np.asarray(feed[t] if t in inputs else out[t], dtype=np.float32)
             parts[t].append(reduce(t, i, a) if reduce is not None else a)
     return {t: np.concatenate(v, axis=0) for t, v in parts.items()}
-
-
-def _outputs(runner, feed: dict[str, np.ndarray], borrow: bool) -> dict[str, np.ndarray]:
-    if not borrow or runner.runtime != "ov":
-        return runner.run(feed)
-    res = runner.request.infer(feed, share_outputs=True)  # views: overwritten by the next infer
-    return {n: res[o] for n, o in zip(runner.names, runner.compiled.outputs)}
 
 
 def truncated(model: ModelHandle, taps: list[str]) -> ModelHandle:

@@ -53,10 +53,15 @@ class Runner:
             if self.taps:  # extra outputs come last, in tap order
                 self.names[self._n_model_outputs:] = self.taps
 
-    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feed: dict[str, np.ndarray], borrow: bool = False) -> dict[str, np.ndarray]:
+        """Outputs on ``feed``. ``borrow`` (OpenVINO): views of the runtime's output buffers, overwritten by the
+        next run, instead of copies; the caller must copy what it keeps."""
         if self.runtime == "ort":
             res = self.sess.run(None, feed)
             return dict(zip(self.names, res))
+        if borrow:
+            res = self.request.infer(feed, share_outputs=True)
+            return {n: res[o] for n, o in zip(self.names, self.compiled.outputs)}
         res = self.request.infer(feed)
         return {n: np.array(res[o], copy=True) for n, o in zip(self.names, self.compiled.outputs)}
 
