@@ -97,6 +97,10 @@ class DwpwPass(Pass):
                 min(self.opts.rank or 1, full)
             details.update(self._facts(w, rank, form, target, details, view.bias(node) is not None
                                        and "bias_add" not in node.attrs))
+            if "out_hw" in details:  # where the conv runs and where its pair runs, per target (the report's table)
+                engines = {t: _engines(t, details, rank) for t in ctx.targets or (target,)}
+                details["engine_before"] = {t: e[0] for t, e in engines.items()}
+                details["engine_after"] = {t: e[1] for t, e in engines.items()}
             reason = self._gain_reason(details, target)
             choice = KEEP if reason else f"rank{rank}"
             out.append(Decision(node.id, self.name, node.kind, choices, choice,
@@ -262,6 +266,13 @@ def _costs(target: str, cin: int, cout: int, k: tuple[int, int], hw: tuple[int, 
     before = float(conv_cost_us(target, cin, cout, k[0], hw[0], hw[1]))
     after = float(dwpw_pair_cost_us(target, cin, cout, k[0], hw[0], hw[1], rank, form))
     return {"target": target, "before": before, "after": after, "source": "cost model"}
+
+
+def _engines(target: str, d: dict[str, Any], rank: int) -> tuple[str, str]:
+    from rewriter.cost import dwpw_engines
+
+    (ho, wo), (kh, _) = d["out_hw"], d["kernel"]
+    return dwpw_engines(target, d["cin"], d["cout"], kh, ho, wo, rank, d["form"])
 
 
 def _totals(changed: list[Decision]) -> dict[str, Any]:

@@ -244,6 +244,15 @@ def test_form_auto_follows_the_first_target():
         assert sum(n.name.startswith("conv/dw") and n.op_type == "Conv" for n in m.onnx.graph.node) == n_dw
 
 
+
+def test_sites_say_where_the_conv_and_its_pair_run_per_target():
+    m = single_conv(32, 64, (3, 3), (24, 24))
+    p = build_passes(["dwpw"], {"dwpw": {"refit": False}})[0]
+    (d,) = p.apply(m, PassContext(targets=("mtl", "kmb", "cpu"))).decisions
+    assert set(d.details["engine_before"]) == set(d.details["engine_after"]) == {"mtl", "kmb", "cpu"}
+    assert d.details["engine_before"]["mtl"] == d.details["engine_after"]["mtl"] == "dpu"
+    assert d.details["engine_before"]["cpu"] == d.details["engine_after"]["cpu"] == "cpu"
+
 # ---- refit --------------------------------------------------------------------------------------------------------
 def image_model(seed=0) -> ModelHandle:
     """3-channel image input → 1x1 expand → 3x3 conv (the site) → relu: calibration uses real photos."""

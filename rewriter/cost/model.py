@@ -527,6 +527,20 @@ def dwpw_pair_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, 
     return dw + pw
 
 
+
+def dwpw_engines(target: str, cin: int, cout: int, k: int, h: int, w: int, rank: int = 1, form: str = "split",
+                 *, stride: int = 1, precision: str = "fp16") -> tuple[str, str]:
+    """Where a cin->cout kxk conv runs on ``target``, and where its depthwise + pointwise replacement runs
+    ("dpu", or "dpu+shave" when the two halves land on different engines), as :func:`dwpw_pair_cost_us` prices them."""
+    p = get_profile(target)
+    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
+    conv = layer_cost(synthetic_conv(cin=cin, cout=cout, k=k, h=h, w=w, stride=stride, precision=precision),
+                      target, p).engine
+    dw = layer_cost(synthetic_conv(cin=cin, cout=cin * (rank if form == "multiplier" else 1), k=k, h=h, w=w,
+                                   groups=cin, stride=stride, precision=precision), target, p).engine
+    pw = layer_cost(synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision), target, p).engine
+    return conv, dw if dw == pw else f"{dw}+{pw}"
+
 # ---- text table ------------------------------------------------------------------------------------------
 def cost_table_text(cost: ModelCost, top: int = 10) -> str:
     """Plain-text per-layer table (top ``top`` layers) and totals, at most 100 columns wide."""
