@@ -123,3 +123,16 @@ def test_on_fail_stop_exit_1_writes_no_model(tmp_path, tiny_onnx):
     assert r.returncode == 1, r.stderr
     assert not out.exists()
     assert json.loads(rep.read_text())["passes"][0]["status"] == "rolled_back"
+
+
+def test_a_reader_leaving_early_stops_quietly(tiny_onnx):
+    """`rewrite --list-passes --json | head -1`: the closed pipe ends the run without an 'internal error'."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "rewriter.cli", "--list-passes", "--json"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, bufsize=0)
+    p.stdout.close()  # the reader is gone before the first write
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "internal error" not in err and "Traceback" not in err
