@@ -251,6 +251,8 @@ class PassContext:
     input_shape: dict[str, list[int]] | None = None  # --input-shape: pins dynamic input dims
     dry_run: bool = False  # planning: emit without data-dependent work (refit, NNCF)
     splits: Splits | None = None  # calibration / validation / test inputs (rewriter.inputs.split_inputs)
+    # optimize: (feeds, sites) -> a rewriter.refit.Prefix captured once on the original, or None (capture anew)
+    shared_prefix: Any = None
     _calib_cache: dict = field(default_factory=dict)
 
     def calibration(self, model: ModelHandle, count: int | None = None, preprocess: str = "auto",

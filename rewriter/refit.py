@@ -264,7 +264,8 @@ def suffix(model: ModelHandle, stops: dict[str, np.ndarray], taps: list[str]) ->
 
     used = _reached(view(model), set(stops), taps)
     if model.format == "onnx":
-        return ModelHandle(_suffix_onnx(model.proto, {t: stops[t] for t in used if t in stops}, taps)), used
+        sub = _suffix_onnx(model.proto, {t: stops[t] for t in used if t in stops}, taps)
+        return ModelHandle(sub), [i.name for i in sub.graph.input]  # with inputs reached through Shape chains
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -282,8 +283,27 @@ def suffix(model: ModelHandle, stops: dict[str, np.ndarray], taps: list[str]) ->
         for inp in list(out.get_target_inputs()):
             inp.replace_source_output(p.output(0))
         params.append(p)
-    results = [ops.result(ports[t]) for t in taps]
+    results = [ports[t].get_node() if ports[t].get_node().get_type_name() == "Result" else ops.result(ports[t])
+               for t in taps]  # a model output keeps its Result (a second one beside it confuses the CPU plugin)
+    for p in _parameters(results):  # original inputs the view does not show (e.g. read by a ShapeOf chain)
+        if all(p.get_name() != q.get_name() for q in params):
+            params.append(p)
+            used.append(p.output(0).get_any_name())
     return ModelHandle(ov.Model(results, params, "suffix")), used
+
+
+def _parameters(results: list) -> list:
+    """Every Parameter the OpenVINO ``results`` depend on."""
+    seen, out, stack = set(), [], [r.input_value(0).get_node() for r in results]
+    while stack:
+        n = stack.pop()
+        if n.get_name() in seen:  # the unique internal name: Python wrappers are made anew (their ids recycle)
+            continue
+        seen.add(n.get_name())
+        if n.get_type_name() == "Parameter":
+            out.append(n)
+        stack.extend(v.get_node() for v in n.input_values())
+    return out
 
 
 def _ov_port(m, t: str):
@@ -798,7 +818,9 @@ def refit_pairs(reference: ModelHandle, editor, sites: list[PairSite], ctx, samp
         pos[s.key] = split_positions(n, tuple(out_hw), fit_n, held_n, seed=ctx.seed + i)
     by_out = {s.y_tap: s for s in sites}
     targets = _Samples(pos)
-    prefix = Prefix(reference, feeds, [s.key for s in sites])  # the encoder runs once, not once per wave
+    keys = [s.key for s in sites]
+    shared = getattr(ctx, "shared_prefix", None)  # optimize: one capture for every candidate
+    prefix = (shared(feeds, keys) if shared is not None else None) or Prefix(reference, feeds, keys)
     prefix.capture(reference, list(by_out),
                    reduce=lambda tap, k, y: targets.add(by_out[tap].key, k, lambda r: gather_outputs(y, r)),
                    borrow=True)  # gathers copy the sampled rows: the full outputs are not copied

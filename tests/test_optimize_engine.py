@@ -112,3 +112,40 @@ def test_workers_give_the_same_choice(tiny_onnx):
     _, b = optimize(tiny_onnx, targets=("cpu",), passes="asym_interp,dwpw", budget="rel_l2=0.5", workers=2)
     assert a.search["point"] == b.search["point"]
     assert b.search["executor"] == "processes"
+
+
+@pytest.mark.parametrize("name", ["small_ts17_256x256", "small_ir_256x256",
+                                  pytest.param("small_ts11_256x256", marks=pytest.mark.slow)])  # sizes by Shape
+def test_float_candidates_run_only_below_the_shared_cut(name, monkeypatch):
+    """A float-only candidate is evaluated from the original's activations at the cut above every site (the
+    encoder runs once per split), and gives the metrics a whole-model run gives; dwpw's refit reuses the cut."""
+    fx = pytest.importorskip("fixtures")
+    pytest.importorskip("torch")
+    import numpy as np
+
+    import rewriter.refit as refit
+    from rewriter.optimizer.search import Point
+    from rewriter.optimizer.space import PassSpace
+    from rewriter.runtime import Runner
+
+    space = PassSpace(ModelHandle.load(fx.fixture_path(name)), targets=("mtl",), passes=("asym_interp", "dwpw"))
+    cands = space.candidates()
+    dw = next(c for c in cands if c.pass_name == "dwpw")
+    asym = next(c for c in cands if c.pass_name == "asym_interp")
+    built = []
+    monkeypatch.setattr(refit, "Prefix", lambda *a, _P=refit.Prefix: built.append(a[2]) or _P(*a))
+    point = Point.of([dw.key, asym.key])
+    ev = space.evaluate(point)
+    pre = space.shared_prefix(space.splits.validation.feeds, [])
+    assert pre is not None and pre.acts is not None
+    assert len(pre.acts[0]) < 8 and space.original.inputs()[0][0] not in pre.acts[0]  # a cut inside the net
+    assert len(built) == 2  # one cut for the validation split, one for the calibration split the refit fits on
+    assert sorted(built[0]) == sorted(built[1]) == sorted({c.site for c in cands})
+    model = space.build(point)[0]
+    runner = Runner(model)
+    whole = [list(runner.run(f).values()) for f in space.splits.validation.feeds]
+    from rewriter.metrics import compare_arrays
+
+    rel = [compare_arrays(r[0], w[0], depth=True)["rel_l2"] for r, w in zip(space.reference("validation"), whole)]
+    assert ev.metrics["mean"]["rel_l2"] == pytest.approx(float(np.mean(rel)), rel=1e-4, abs=1e-6)
+    assert ev.metrics["mean"]["rel_l2"] > 1e-4  # the candidate did change the output

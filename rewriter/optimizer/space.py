@@ -176,6 +176,8 @@ class PassSpace:
         self._quantized: OrderedDict[Point, tuple[ModelHandle, list[str]]] = OrderedDict()
         self._cands: dict[str, Candidate] | None = None
         self._decisions: dict[tuple[str, str], Any] = {}  # (pass, site) → Decision on the input model
+        self._prefixes: dict[Any, Any] = {}  # feeds → (feeds, refit.Prefix | None) at the cut above every site
+        ctx.shared_prefix = self.shared_prefix
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     # ---- passes and states ---------------------------------------------------------------------------
@@ -380,17 +382,50 @@ class PassSpace:
 
         return {t: float(predict(model, t, input_shape=self.input_shape).total_ms) for t in self.targets}
 
+    def shared_prefix(self, feeds: list[dict[str, np.ndarray]], sites: Sequence[str]) -> Any:
+        """The original's activations on ``feeds`` at the cut upstream of every candidate site, captured once
+        (:class:`rewriter.refit.Prefix`). Every model the space builds equals the original above that cut, so
+        a refit or an evaluation runs only the suffix below it (for MiDaS, the decoder: never the encoder
+        again). None when ``sites`` are not all candidate sites or there is no usable cut."""
+        if self._cands is None or not feeds:
+            return None
+        every = {c.site for c in self._cands.values()}
+        if not every or not set(sites) <= every:
+            return None
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        for f in feeds:
+            for k in sorted(f):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(f[k]).tobytes())
+        key = h.hexdigest()
+        if key not in self._prefixes:
+            from ..refit import Prefix
+
+            pre = Prefix(self.original, list(feeds), sorted(every))
+            self._prefixes[key] = pre if pre.acts is not None else None
+        return self._prefixes[key]
+
     def evaluate(self, point: Point, split: str = "validation") -> Evaluation:
         from ..metrics import compare_arrays
+        from ..refit import suffix
         from ..runtime import Runner
 
         t0 = time.perf_counter()
         model, notes = self.build(point)
         inputs = getattr(self.splits, split)
         refs = self.reference(split)
-        runner = Runner(model)
+        self._candidates()
+        pre = self.shared_prefix(inputs.feeds, []) if point.quant is None and point.choices else None
+        if pre is not None:  # float choices only change the graph below the cut: run the suffix alone
+            sub, used = suffix(model, pre.acts[0], model.outputs())
+            runner = Runner(sub)
+            feeds = [{t: (a[t] if t in a else f[t]) for t in used} for f, a in zip(inputs.feeds, pre.acts)]
+        else:
+            runner, feeds = Runner(model), inputs.feeds
         rows = []
-        for name, feed, ref in zip(inputs.names, inputs.feeds, refs):
+        for name, feed, ref in zip(inputs.names, feeds, refs):
             outs = list(runner.run(feed).values())
             for r, o in zip(ref, outs):
                 rows.append({"image": name, **compare_arrays(r, o, depth=True)})
