@@ -234,6 +234,9 @@ def optimize_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="measure CPU latency before/after (interleaved A/B); a measured slowdown returns the input")
     p.add_argument("--seed", type=int, default=0, help="seed for the splits and random inputs (default 0)")
+    p.add_argument("--effort", choices=("auto", "quick", "full"), default="auto",
+                   help="full: NNCF settings by coordinate descent, 8 keep-in-float groups, 3 dwpw ranks; quick: "
+                        "NNCF's defaults, 4 groups, rank 1; auto (default): quick above 128 MiB of weights")
     p.add_argument("--objective", choices=("latency", "fit-frame"), default="latency",
                    help="latency: fastest within budget; fit-frame: least fidelity cost whose first-target latency "
                         "plus --alongside fits the 16.67 ms frame")

@@ -120,6 +120,33 @@ def test_int8_last_keeps_the_sensitive_op_in_float():
     assert res.test is not None and res.test.metrics["mean"]["rel_l2"] > res.validation.metrics["mean"]["rel_l2"]
 
 
+def test_quick_effort_keeps_the_default_int8_setting():
+    ops = {f"q{i}": 0.002 for i in range(6)}
+    space = SyntheticSpace([_site("a", 0.005, 100.0)], quant_ops=ops, quant_saved_us={"mtl": 500.0, "cpu": 2000.0},
+                           quant_setting_error={"overflow_fix=enable": 0.5})
+    res = _run(space, quant_groups=3, quant_settings=False)
+    assert [t["setting"] for t in res.quant["tried"]] == [{"overflow_fix": "disable", "fast_bias_correction": True}]
+    assert res.point.quant is not None and dict(res.point.quant)["overflow_fix"] == "disable"
+    assert len(res.quant["groups"]) == 3
+
+
+def test_effort_auto_follows_the_weight_bytes(tiny_onnx, monkeypatch):
+    import rewriter.optimizer as opt
+    from rewriter.errors import RewriteError
+    from rewriter.model import ModelHandle
+
+    h = ModelHandle.load(tiny_onnx)
+    assert opt._effort("auto", h)[0] == "full" and opt._effort("quick", h) == ("quick", "--effort")
+    monkeypatch.setattr(opt, "QUICK_ABOVE_BYTES", opt._weight_bytes(h) - 1)
+    level, why = opt._effort("auto", h)
+    assert level == "quick" and "MiB of weights >" in why
+    _, rep = opt.optimize(h, targets=("cpu",), passes="asym_interp", budget="rel_l2=0.05")
+    assert rep.search["effort"]["level"] == "quick" and rep.search["effort"]["max_ranks"] == 1
+    assert any(line.startswith("effort quick (auto:") for line in rep.search["log"])
+    with pytest.raises(RewriteError, match="--effort fast: use one of auto, quick, full"):
+        opt.optimize(h, targets=("cpu",), effort="fast")
+
+
 def test_int8_off_when_it_does_not_fit():
     space = SyntheticSpace([_site("a", 0.005, 100.0)], quant_ops={"q0": 0.2, "q1": 0.2},
                            quant_saved_us={"mtl": 500.0, "cpu": 500.0})

@@ -150,11 +150,36 @@ def _fit_frame(search: Search, res: SearchResult, others_ms: float, *, select: b
     return info
 
 
+EFFORTS = ("auto", "quick", "full")
+QUICK_ABOVE_BYTES = 128 << 20  # weights above this: every INT8 candidate costs minutes (NNCF on midasnet ~1.5 min)
+
+
+def _effort(effort: str, handle: ModelHandle) -> tuple[str, str]:
+    """The effort level and why: as asked, or by the weight bytes the model holds (auto)."""
+    if effort != "auto":
+        return effort, "--effort"
+    size = _weight_bytes(handle)
+    if size > QUICK_ABOVE_BYTES:
+        return "quick", f"auto: {size / 2**20:.0f} MiB of weights > {QUICK_ABOVE_BYTES >> 20} MiB"
+    return "full", f"auto: {size / 2**20:.0f} MiB of weights"
+
+
+def _weight_bytes(handle: ModelHandle) -> int:
+    src = handle.source
+    if src is not None and Path(src).exists():
+        bin_ = Path(src).with_suffix(".bin")
+        return (bin_ if handle.format == "ir" and bin_.exists() else Path(src)).stat().st_size
+    if handle.format == "onnx":
+        return int(sum(t.ByteSize() for t in handle.proto.graph.initializer))
+    return int(sum(op.get_byte_size() for op in handle.ov.get_ops() if op.get_type_name() == "Constant"))
+
+
 def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | str | None = None,
              passes: str | Sequence[str] | None = None, calib: str | None = None, images: str | None = None,
              output: str | Path | None = None, report: str | Path | None = None, html: str | Path | None = None,
              workers: int = 0, ray_address: str | None = None, measure: bool = False, seed: int = 0,
-             progress: Callable[[str], None] | None = None, quant_groups: int = 8, max_ranks: int = 3,
+             progress: Callable[[str], None] | None = None, quant_groups: int | None = None,
+             max_ranks: int | None = None, effort: str = "auto",
              md: str | Path | None = None,
              input_shape: dict[str, list[int]] | None = None, objective: str = "latency",
              alongside: Sequence[str | Path | ModelHandle] = (), alongside_ms: float | None = None
@@ -171,6 +196,10 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     frame: each target's ``latency`` gains ``alongside`` (``rewriter.cost.command.alongside``), and the report's
     ``frame`` says whether the result fits. ``progress`` receives step messages (``rewriter.progress.RunProgress``);
     counts (candidate evaluations, images) go to ``rewriter.progress.count``.
+    ``effort``: "full" searches NNCF's settings by coordinate descent, 8 groups of ops kept in float and 3 dwpw
+    ranks per site; "quick" keeps NNCF's default setting, 4 groups and rank 1 (a midasnet-sized model then
+    builds a third as many INT8 candidates); "auto" is quick for models holding more than
+    ``QUICK_ABOVE_BYTES`` of weights. ``quant_groups`` / ``max_ranks`` override the effort's.
     Writes ``output`` / ``report`` (JSON) / ``md`` / ``html`` (with the Pareto plot, and
     depth before | after | |error| pictures of the worst and a typical test image) when given. Raises
     ``RewriteError`` for bad input before any long work.
@@ -192,6 +221,8 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     from ..verify import parse_budget
 
     parse_budget(budget)  # a bad budget fails before the model is read
+    if effort not in EFFORTS:
+        raise RewriteError(f"--effort {effort}: use one of {', '.join(EFFORTS)}")
     if objective not in OBJECTIVES:
         raise RewriteError(f"--objective {objective}: use one of {', '.join(OBJECTIVES)}")
     for other in alongside:
@@ -204,6 +235,10 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         if path is not None:
             check_output_path(Path(path), handle.source)
     say = progress or (lambda _m: None)
+    level, why = _effort(effort, handle)
+    quick = level == "quick"
+    quant_groups = quant_groups if quant_groups is not None else (4 if quick else 8)
+    max_ranks = max_ranks if max_ranks is not None else (1 if quick else 3)
     space = PassSpace(handle, targets=targets, passes=names, calib=calib, images=images, seed=seed,
                       max_ranks=max_ranks, input_shape=input_shape)
     bud = _budget(budget, space.splits.validation.is_images)
@@ -211,7 +246,10 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
     frame = None
     try:
         say("searching the per-site choices ...")
-        search = Search(space, bud, executor, quant_groups=quant_groups, progress=_count)
+        search = Search(space, bud, executor, quant_groups=quant_groups, progress=_count, quant_settings=not quick)
+        search.log.append(f"effort {level} ({why}): " + ("NNCF's default setting, " if quick else
+                          "NNCF settings by coordinate descent, ") + f"{quant_groups} keep-in-float groups, "
+                          f"up to {max_ranks} dwpw rank(s) per site")
         res = search.run()
         if objective == "fit-frame" or alongside or alongside_ms is not None:
             from ..cost.command import alongside as _alongside
@@ -269,6 +307,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         search={"evaluations": len(res.history), "seconds": round(time.perf_counter() - t0, 2),
                 "executor": getattr(executor, "name", type(executor).__name__),
                 "workers": getattr(executor, "workers", 1), "log": list(res.log),
+                "effort": {"level": level, "reason": why, "quant_groups": quant_groups, "max_ranks": max_ranks},
                 "point": res.point.to_json()},
         notes=notes, objective_kind=objective, frame=frame)
     if output is not None:

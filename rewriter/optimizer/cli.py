@@ -53,7 +53,7 @@ def run_optimize(args: argparse.Namespace) -> int:
                           images=args.images, output=out, report=args.report, html=args.html, md=args.md,
                           workers=args.workers, ray_address=args.ray, measure=args.measure, seed=args.seed,
                           progress=say, input_shape=shape, objective=args.objective, alongside=args.alongside,
-                          alongside_ms=args.alongside_ms)
+                          alongside_ms=args.alongside_ms, effort=args.effort)
     if args.quiet:
         print(rep.output)
     else:

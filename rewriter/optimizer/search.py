@@ -248,8 +248,10 @@ class Search:
     """Runs the five steps over ``space`` with ``executor`` (anything with ``map(points, split)``)."""
 
     def __init__(self, space: SearchSpace, budget: Mapping[str, float], executor: Any, *,
-                 quant_groups: int = 8, progress: Progress | None = None, robust_z: float = ROBUST_Z):
+                 quant_groups: int = 8, progress: Progress | None = None, robust_z: float = ROBUST_Z,
+                 quant_settings: bool = True):
         self.space = space
+        self.quant_settings = quant_settings  # False: INT8 at the pass's default NNCF setting (no descent)
         self.robust_z = robust_z
         self.budget = dict(budget)
         self.executor = executor
@@ -314,7 +316,7 @@ class Search:
         setting = {k: v[0] for k, v in options.items()}
         best = self.evaluate([Point.of(quant=setting)], phase="int8 settings")[0]
         tried = [(dict(setting), best)]
-        for opt, values in options.items():
+        for opt, values in options.items() if self.quant_settings else ():
             alts = [{**setting, opt: v} for v in values[1:]]
             evs = self.evaluate([Point.of(quant=a) for a in alts], phase=f"int8 {opt}")
             tried += list(zip(alts, evs))
