@@ -6,9 +6,11 @@
 
 A candidate model is the input with the passes applied in their order (asym_interp, interp_deconv, dwpw,
 then int8), each with a selection naming every site of the pass (so a site not chosen stays KEEP, whatever
-the pass's default). Models after each pass prefix are cached, so candidates that share a prefix are not
-rebuilt; the original's outputs on each split are computed once. asym_interp runs with ``compensate`` (the
-convs consuming a changed resize are refit on the calibration split) unless the space is built without it.
+the pass's default). ``resize_commute`` (exact) is not searched: every site it predicts faster on every target
+is commuted up front, and the searched passes plan on that model (fidelity is still judged vs the input).
+Models after each pass prefix are cached, so candidates that share a prefix are not rebuilt; the original's
+outputs on each split are computed once. asym_interp runs with ``compensate`` (the convs consuming a changed
+resize are refit on the calibration split) unless the space is built without it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from ..errors import RewriteError
 from ..model import ModelHandle
 from .search import KEEP, Candidate, Evaluation, Point
 
+FREE_PASS = "resize_commute"  # exact and predicted faster: applied up front, not searched
 FLOAT_PASSES = ("asym_interp", "interp_deconv", "dwpw")
 QUANT_PASS = "int8"
-ALL_PASSES = FLOAT_PASSES + (QUANT_PASS,)
+ALL_PASSES = (FREE_PASS, *FLOAT_PASSES, QUANT_PASS)
 # NNCF settings tried on the validation split (first value = the int8 pass's default); an option the pass
 # does not have (e.g. a range estimator before the pass grows one) is left out
 QUANT_OPTIONS: dict[str, list[Any]] = {
@@ -177,6 +180,26 @@ class PassSpace:
         self._cands: dict[str, Candidate] | None = None
         self._decisions: dict[tuple[str, str], Any] = {}  # (pass, site) → Decision on the input model
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.commuted: list[Any] = []  # resize_commute's decisions taken up front
+        self.start = self._commute(model) if FREE_PASS in self.passes else model
+
+    def _commute(self, model: ModelHandle) -> ModelHandle:
+        """The input with every resize_commute site predicted faster on every target commuted (exact)."""
+        from ..engine import apply_pass, plan
+
+        p = self.pass_obj(FREE_PASS)
+        decisions = plan(model, p, self.ctx)
+        for d in decisions:
+            self._decisions[(FREE_PASS, d.site)] = d
+        faster = {d.site for d in decisions if d.will_change and _parse_prior(d.details, d.choice, self.targets, True)
+                  and all(v > 0 for v in _parse_prior(d.details, d.choice, self.targets, True).values())}
+        if not faster:
+            return model
+        out = model.clone()
+        res = apply_pass(out, p, self.ctx, selection={d.site: d.choice if d.site in faster else KEEP
+                                                      for d in decisions})
+        self.commuted = [d for d in res.decisions if d.will_change]
+        return out
 
     # ---- passes and states ---------------------------------------------------------------------------
     def pass_obj(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -201,7 +224,7 @@ class PassSpace:
 
     def _state(self, key: tuple) -> _State | None:
         if key == ():
-            return self._states.setdefault((), _State(self.original))
+            return self._states.setdefault((), _State(self.start))
         st = self._states.get(key)
         if st is not None:
             self._states.move_to_end(key)
