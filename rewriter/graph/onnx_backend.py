@@ -439,8 +439,8 @@ class OnnxEditor(Recorder):
         return names
 
     def _commuted_sizes(self, resize: onnx.NodeProto, node: Node, channels: int) -> None:
-        """A Resize given by ``sizes``: its channel entry becomes ``channels`` (a computed Shape chain becomes a
-        constant, or ``scales`` when the shapes are dynamic)."""
+        """A Resize given by ``sizes``: its channel entry becomes ``channels``. A computed Shape chain becomes
+        ``scales`` when they are whole numbers (any input size), else a constant of the current shapes."""
         if resize.op_type != "Resize" or self.view.opset < 11 or len(resize.input) < 4 or not resize.input[3]:
             return  # scales (1 on the channel axis) or legacy Upsample: nothing follows the channel count
         info = node.attrs["resize"].get()
@@ -449,22 +449,28 @@ class OnnxEditor(Recorder):
         entry = 1 if not axes else next((k for k, a in enumerate(axes) if rank and a % rank == 1), None)
         if entry is None:
             return
-        sizes = self.view.const(resize.input[3])
         old = resize.input[3]
-        if sizes is not None:
+        producer = next((n for n in self.g.node if old in n.output), None)
+        stored = old in self.inits or (producer is not None and producer.op_type == "Constant")
+        whole = info.scales is not None and all(float(v).is_integer() for v in info.scales)
+        sizes = self.view.const(old)
+        if not stored and whole:  # a Shape chain: scales keep the model free of any one input size
+            scales = np.array(info.scales, np.float32)
+            if axes:
+                scales = scales[[a % len(scales) for a in axes]]
+            if not resize.input[1] and self.view.opset == 11:  # Resize-11 requires its roi input
+                resize.input[1] = self._initializer(f"{resize.name}/roi", np.zeros(0, np.float32))
+            if resize.input[2]:
+                self._dead.append(resize.input[2])
+            resize.input[2] = self._initializer(f"{resize.name}/scales", scales)
+            del resize.input[3]
+        elif sizes is not None:
             new = np.array(sizes, np.int64)
             new[entry] = channels
             if old in self.inits and sum(i == old for m in self.g.node for i in m.input) == 1:
                 self.inits[old].CopyFrom(numpy_helper.from_array(new, old))
                 return
             resize.input[3] = self._initializer(f"{resize.name}/sizes", new)
-        elif info.scales is not None:  # dynamic shapes, static scale factors: say it with scales
-            full = np.array(info.scales, np.float32)
-            scales = full if not axes else full[[a % len(full) for a in axes]]
-            if not resize.input[1] and self.view.opset == 11:  # Resize-11 requires its roi input
-                resize.input[1] = self._initializer(f"{resize.name}/roi", np.zeros(0, np.float32))
-            resize.input[2] = self._initializer(f"{resize.name}/scales", scales)
-            del resize.input[3]
         else:
             raise ValueError(f"{resize.name}: sizes are computed at run time and the scale is unknown")
         self._dead.append(old)

@@ -320,8 +320,8 @@ class OvEditor(Recorder):
         return changed
 
     def _commuted_sizes(self, op, node: Node, channels: int) -> None:
-        """An Interpolate whose sizes cover the channel axis: that entry becomes ``channels`` (a computed chain
-        becomes a constant, or scales when the shapes are dynamic)."""
+        """An Interpolate whose sizes cover the channel axis: that entry becomes ``channels``. A computed chain
+        becomes scales when they are whole numbers (any input size), else a constant of the current shapes."""
         import openvino.opset13 as ops
 
         a, version = op.get_attributes(), node.version
@@ -338,20 +338,23 @@ class OvEditor(Recorder):
         axes = list(range(rank)) if axes is None else [x % rank for x in axes]
         if 1 not in axes:
             return
-        sizes = self.view.const(node.inputs[1])
-        if sizes is not None:
-            new = np.array(sizes).copy()
-            new[axes.index(1)] = channels
-            op.input(1).replace_source_output(ops.constant(new.astype(sizes.dtype)).output(0))
-            return
-        if calc != "sizes":
-            return  # Interpolate-4 by scales ignores its sizes input
+        src = op.input_value(1).get_node()
+        stored = node_const(src) is not None
+        if not stored and calc != "sizes":
+            return  # Interpolate-4 by scales ignores its computed sizes input
         scales = node.attrs["resize"].get().scales
-        if version == "opset1" or scales is None:
+        if not stored and version != "opset1" and scales is not None and all(float(v).is_integer() for v in scales):
+            # a ShapeOf chain: scales keep the model free of any one input size
+            op.set_attribute("shape_calculation_mode", "scales")
+            value = ops.constant(np.array([scales[x] for x in axes], np.float32)).output(0)
+            op.input(2 if version == "opset4" else 1).replace_source_output(value)
+            return
+        sizes = self.view.const(node.inputs[1])
+        if sizes is None:
             raise ValueError(f"{node.id}: sizes over the channel axis are computed at run time; cannot update them")
-        op.set_attribute("shape_calculation_mode", "scales")
-        value = ops.constant(np.array([scales[x] for x in axes], np.float32)).output(0)
-        op.input(2 if version == "opset4" else 1).replace_source_output(value)
+        new = np.array(sizes).copy()
+        new[axes.index(1)] = channels
+        op.input(1).replace_source_output(ops.constant(new.astype(sizes.dtype)).output(0))
 
     def set_bias(self, node_id: str, value: np.ndarray) -> None:
         """Set a conv's bias: the constant of the Add the builder (or the converter) put after it."""
