@@ -53,7 +53,9 @@ class ResizeCommute(Pass):
             details = site.details()
             conv, blocker = _pair(view, site)
             if conv is not None:
-                details.update(conv=conv.id, cin=site.channels, cout=int(conv.attrs["weight_shape"][0]))
+                details["conv"] = conv.id
+                if conv.attrs.get("weight_shape"):
+                    details.update(cin=site.channels, cout=int(conv.attrs["weight_shape"][0]))
             if blocker is None:
                 blocker = name_filter_reason(site.name, include, exclude)
             if blocker is not None:

@@ -107,7 +107,7 @@ def test_asym_interp_and_interp_deconv_still_find_the_commuted_resizes():
 
 # ---- hand-built graphs -------------------------------------------------------------------------------------------
 def pair(*, cin=8, cout=4, k=1, hw=(6, 5), mode="linear", coord="align_corners", form="scales", opset=17,
-         extra_reader=False, resize_is_output=False, groups=1) -> ModelHandle:
+         extra_reader=False, resize_is_output=False, groups=1, qweights=False) -> ModelHandle:
     """x → Resize x2 → Conv(k x k, cin → cout, bias) → y; ``form``: scales, sizes (constant), shape (sizes =
     Concat(Shape(x)[:2], const), the TorchScript form), roi (opset 11 Constant roi + empty scales + sizes chain)."""
     rng = np.random.default_rng(3)
@@ -138,6 +138,10 @@ def pair(*, cin=8, cout=4, k=1, hw=(6, 5), mode="linear", coord="align_corners",
                       helper.make_node("Constant", [], ["sc"], value=numpy_helper.from_array(np.zeros(0, np.float32)))]
             ins = ["x", "roi", "sc", "sizes"]
     nodes.append(helper.make_node("Resize", ins, ["u"], name="up", **attrs))
+    if qweights:  # int8 weights through DequantizeLinear (QDQ)
+        inits[0] = numpy_helper.from_array(rng.integers(-100, 100, (cout, cin // groups, k, k)).astype(np.int8), "wq")
+        inits.append(numpy_helper.from_array(np.float32(0.01), "ws"))
+        nodes.append(helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="dqw"))
     nodes.append(helper.make_node("Conv", ["u", "w", "b"], ["y"], name="conv", kernel_shape=[k, k],
                                   pads=[k // 2] * 4, group=groups))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, *out_hw])]
@@ -157,6 +161,7 @@ def pair(*, cin=8, cout=4, k=1, hw=(6, 5), mode="linear", coord="align_corners",
     ({"extra_reader": True}, "2 readers"),
     ({"resize_is_output": True}, "graph output"),
     ({"k": 3}, "3x3 kernel, not 1x1"),
+    ({"qweights": True}, "quantized: the weights of conv come through DequantizeLinear"),
     ({"mode": "cubic"}, "cubic mode"),
     ({"coord": "tf_crop_and_resize"}, "tf_crop_and_resize"),
 ])
