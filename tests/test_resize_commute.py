@@ -258,3 +258,22 @@ def test_interpolate_forms_commute(version, sizes_form):
     out = result.input_value(0)
     assert out.get_any_name() == "y" and out.get_node().get_friendly_name() == "up"
     assert list(out.get_partial_shape().to_shape()) == [1, 4, 12, 10]
+
+
+# ---- rewrite optimize ----------------------------------------------------------------------------------------------
+def test_optimize_commutes_up_front_and_judges_against_the_input(tmp_path):
+    from rewriter.optimizer import optimize
+
+    src = tmp_path / "pair.onnx"
+    pair(cin=64, cout=32, hw=(16, 16)).save(src)
+    final, rep = optimize(src, targets=("mtl", "cpu"), passes="resize_commute,asym_interp,interp_deconv",
+                          budget="rel_l2=1e-4")  # no mode change fits: only the exact commute is taken
+    (row,) = [s for s in rep.sites if s.pass_name == "resize_commute"]
+    assert row.selected and row.choice == "conv_first" and row.budget_used == 0.0 and row.saved_us["mtl"] > 0
+    assert any(n.startswith("resize_commute: 1 site(s) commuted up front") for n in rep.notes)
+    assert not [s for s in rep.sites if s.selected and s.pass_name != "resize_commute"]
+    assert [n.op_type for n in final.onnx.graph.node] == ["Conv", "Resize"]
+    for t in ("mtl", "cpu"):
+        assert rep.latency[t]["after_ms"] < rep.latency[t]["before_ms"]  # measured from the input, not the start
+    assert rep.fidelity["validation"]["passed"]
+    assert _rel(ModelHandle.load(src), final) < 1e-5

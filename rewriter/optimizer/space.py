@@ -191,8 +191,11 @@ class PassSpace:
         decisions = plan(model, p, self.ctx)
         for d in decisions:
             self._decisions[(FREE_PASS, d.site)] = d
-        faster = {d.site for d in decisions if d.will_change and _parse_prior(d.details, d.choice, self.targets, True)
-                  and all(v > 0 for v in _parse_prior(d.details, d.choice, self.targets, True).values())}
+        faster = set()
+        for d in decisions:  # never slower on any target: the search's result must not be
+            saved = _parse_prior(d.details, d.choice, self.targets, True) if d.will_change else {}
+            if saved and all(v > 0 for v in saved.values()):
+                faster.add(d.site)
         if not faster:
             return model
         out = model.clone()
