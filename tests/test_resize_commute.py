@@ -91,6 +91,20 @@ def test_quantized_models_keep_every_site(name):
     assert all(d.choice == KEEP and "quantized" in d.reason for d in decisions), [d.reason for d in decisions]
 
 
+def test_dynamic_export_commutes_when_pinned_and_stays_dynamic():
+    before = _fixture("small_ts17_dynamic")
+    unpinned = plan(before, _pass(), PassContext(targets=TARGETS))
+    assert not any(d.will_change for d in unpinned)
+    assert sum("not static" in d.reason for d in unpinned) == 4
+    after = before.clone()
+    res = _pass().apply(after, PassContext(targets=TARGETS, input_shape={"image": [1, 3, 256, 256]}))
+    assert res.sites_changed == 4
+    for hw in ((256, 256), (192, 320)):  # the pin priced the sites; the model still takes any size
+        feed = {"image": np.random.default_rng(1).standard_normal((1, 3, *hw)).astype(np.float32)}
+        ref, out = (next(iter(Runner(m).run(feed).values())) for m in (before, after))
+        assert out.shape == (1, *hw) and np.max(np.abs(out - ref)) < 1e-5 * np.max(np.abs(ref))
+
+
 def test_asym_interp_and_interp_deconv_still_find_the_commuted_resizes():
     """A commuted site keeps its id: asym_interp + interp_deconv lower it, and (a resize still commuting with a
     1x1 conv) the result equals asym_interp + interp_deconv on the original."""
