@@ -56,13 +56,13 @@ class ResizeCommute(Pass):
                 details["conv"] = conv.id
                 if conv.attrs.get("weight_shape"):
                     details.update(cin=site.channels, cout=int(conv.attrs["weight_shape"][0]))
-            if blocker is None:
-                blocker = name_filter_reason(site.name, include, exclude)
             if blocker is not None:
                 out.append(Decision(site.name, self.name, "resize", (KEEP,), KEEP, blocker, details))
                 continue
             assert conv is not None
             choice, reason = _price(view, site, conv, tuple(ctx.targets), details)
+            if (deselected := name_filter_reason(site.name, include, exclude)) is not None:
+                choice, reason = KEEP, deselected  # still commutable: a selection may force it
             out.append(Decision(site.name, self.name, "resize", (KEEP, CONV_FIRST), choice, reason, details))
         return out
 

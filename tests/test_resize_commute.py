@@ -291,3 +291,12 @@ def test_optimize_commutes_up_front_and_judges_against_the_input(tmp_path):
         assert rep.latency[t]["after_ms"] < rep.latency[t]["before_ms"]  # measured from the input, not the start
     assert rep.fidelity["validation"]["passed"]
     assert _rel(ModelHandle.load(src), final) < 1e-5
+
+
+def test_name_filters_deselect_but_a_selection_can_force():
+    m = pair()
+    (d,) = plan(m, _pass(exclude="^up$"), PassContext(targets=()))
+    assert d.choice == KEEP and "exclude pattern" in d.reason and "conv_first" in d.choices
+    out = m.clone()
+    res = _pass(exclude="^up$").apply(out, PassContext(targets=()), selection={"up": "conv_first"})
+    assert res.sites_changed == 1 and _rel(m, out) < 1e-5
