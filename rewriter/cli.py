@@ -221,7 +221,8 @@ def optimize_parser() -> argparse.ArgumentParser:
                    help="latency target (repeatable); the first is the objective (default: mtl)")
     p.add_argument("--budget", help="fidelity budget vs the original, e.g. rel_l2=0.05 or delta1=0.98,absrel=0.03 "
                                     "(keys: delta1, absrel, rel_l2, psnr, cosine; worst_ prefix for the worst image)")
-    p.add_argument("--passes", help="passes searched (default: asym_interp,interp_deconv,dwpw,int8)")
+    p.add_argument("--passes", help="passes searched (default: resize_commute,asym_interp,interp_deconv,dwpw,int8; "
+                   "resize_commute is exact and applied up front)")
     p.add_argument("--calib", metavar="DIR", help="image folder (split into calibration/validation/test)")
     p.add_argument("--images", metavar="DIR", help="image folder for validation and test")
     p.add_argument("-o", "--output", help="output path (default: NAME.optimized.onnx / .xml beside the input)")

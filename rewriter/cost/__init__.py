@@ -23,6 +23,7 @@ from .model import (
     get_profile,
     layer_cost,
     predict,
+    resize_cost_us,
 )
 from .profiles import FRAME_BUDGET_MS, KMB, MTL, CPUProfile, NPUProfile
 
@@ -31,5 +32,6 @@ __all__ = [
     "ModelCost", "NPUProfile", "alongside", "attach_alongside", "calibrate_cpu", "compare", "conv_cost_us",
     "cost_report", "cost_table_text", "dwpw_engines", "dwpw_pair_cost_us", "get_profile", "layer_cost", "layers",
     "load_cpu_profile", "machine_description", "measure_ab", "perf_counters", "predict", "predicted_vs_measured",
+    "resize_cost_us",
     "resize_lowering",
 ]

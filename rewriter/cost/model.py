@@ -496,6 +496,18 @@ def conv_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, group
     return layer_cost(info, target).us
 
 
+def resize_cost_us(target: str, mode: str, coordinate_mode: str, in_shape: list[int], out_shape: list[int],
+                   precision: str = "fp16", single_use: bool = True) -> float:
+    """Predicted µs of one resize ``in_shape → out_shape`` (NCHW) on ``target``, as the compiler lowers it
+    (``lowering.resize_lowering``); ``single_use``: its output has one reader (the NPU's x2 fast path)."""
+    from .layers import make_layer, resize_attrs
+
+    info = make_layer("synthetic", "Resize", "resize", [list(in_shape)], list(out_shape), precision=precision,
+                      attrs=resize_attrs(mode, coordinate_mode, list(in_shape), list(out_shape)))
+    info.consumers = [] if single_use else ["a", "b"]
+    return layer_cost(info, target).us
+
+
 def dwpw_pair_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, rank: int = 1,
                       form: str = "split", *, stride: int = 1, precision: str = "fp16") -> float:
     """Predicted µs of the depthwise + pointwise replacement of a cin->cout kxk conv at rank ``rank``.

@@ -71,6 +71,12 @@ class Editor(Protocol):
         """Feed input ``index`` of a node a new constant, in the element type of the constant it replaces
         (or of the node's data input when the input was absent, e.g. a new bias)."""
 
+    def commute(self, resize_id: str, conv_id: str) -> list[str]:
+        """Swap a resize and the 1x1 conv reading it: the conv (with its bias) reads the resize's input, the
+        resize reads the conv's output, the conv's readers read the resize. Both keep their names; the pair's
+        final output keeps its tensor name; the resize's output size follows the conv's channel count.
+        Returns the names of the nodes changed (recorded as made and replaced under the current site)."""
+
     def remove_dead(self) -> None:
         """Drop nodes and constants nothing reads any more (what replaced nodes left behind)."""
 

@@ -417,6 +417,70 @@ class OnnxEditor(Recorder):
         n.input[index] = name
         self._record([n.name], [n.name])
 
+    def commute(self, resize_id: str, conv_id: str) -> list[str]:
+        ri, ci = self._index(resize_id), self._index(conv_id)
+        resize, conv = self._named(ri, resize_id), self._named(ci, conv_id)
+        x, gone, y = resize.input[0], resize.output[0], conv.output[0]
+        if conv.input[0] != gone or ci <= ri:
+            raise ValueError(f"{conv_id} does not read the output of {resize_id}")
+        self._commuted_sizes(resize, self.view.node(resize_id), int(self.view.node(conv_id).attrs["weight_shape"][0]))
+        taken = {t for n in self.g.node for t in [*n.input, *n.output]} | set(self.inits)
+        mid = _fresh(f"{conv.name}/before_resize", taken)
+        conv.input[0], conv.output[0] = x, mid
+        resize.input[0], resize.output[0] = mid, y
+        names = [conv.name, resize.name]
+        moved = onnx.NodeProto()
+        moved.CopyFrom(resize)
+        del self.g.node[ri]
+        self.g.node.insert(ci, moved)  # right after the conv (now at ci - 1): its readers all come later
+        for vi in [v for v in self.g.value_info if v.name in (gone, y)]:
+            self.g.value_info.remove(vi)
+        self._record(names, names)
+        return names
+
+    def _commuted_sizes(self, resize: onnx.NodeProto, node: Node, channels: int) -> None:
+        """A Resize given by ``sizes``: its channel entry becomes ``channels``. A computed Shape chain becomes
+        ``scales`` when they are whole numbers (any input size), else a constant of the current shapes."""
+        if resize.op_type != "Resize" or self.view.opset < 11 or len(resize.input) < 4 or not resize.input[3]:
+            return  # scales (1 on the channel axis) or legacy Upsample: nothing follows the channel count
+        info = node.attrs["resize"].get()
+        axes, shape = info.extra.get("axes"), self.view.shape(resize.input[0])
+        rank = len(shape) if shape is not None else None
+        entry = 1 if not axes else next((k for k, a in enumerate(axes) if rank and a % rank == 1), None)
+        if entry is None:
+            return
+        old = resize.input[3]
+        producer = next((n for n in self.g.node if old in n.output), None)
+        stored = old in self.inits or (producer is not None and producer.op_type == "Constant")
+        whole = info.scales is not None and all(float(v).is_integer() for v in info.scales)
+        sizes = self.view.const(old)
+        if not stored and whole:  # a Shape chain: scales keep the model free of any one input size
+            scales = np.array(info.scales, np.float32)
+            if axes:
+                scales = scales[[a % len(scales) for a in axes]]
+            if not resize.input[1] and self.view.opset == 11:  # Resize-11 requires its roi input
+                resize.input[1] = self._initializer(f"{resize.name}/roi", np.zeros(0, np.float32))
+            if resize.input[2]:
+                self._dead.append(resize.input[2])
+            resize.input[2] = self._initializer(f"{resize.name}/scales", scales)
+            del resize.input[3]
+        elif sizes is not None:
+            new = np.array(sizes, np.int64)
+            new[entry] = channels
+            if old in self.inits and sum(i == old for m in self.g.node for i in m.input) == 1:
+                self.inits[old].CopyFrom(numpy_helper.from_array(new, old))
+                return
+            resize.input[3] = self._initializer(f"{resize.name}/sizes", new)
+        else:
+            raise ValueError(f"{resize.name}: sizes are computed at run time and the scale is unknown")
+        self._dead.append(old)
+
+    def _initializer(self, name: str, value: np.ndarray) -> str:
+        name = _fresh(name, self.inits)
+        self.g.initializer.append(numpy_helper.from_array(value, name))
+        self.inits[name] = self.g.initializer[-1]
+        return name
+
     def set_bias(self, node_id: str, value: np.ndarray) -> None:
         """Set a conv's bias (its third input)."""
         self.set_const(node_id, 2, np.reshape(value, -1))

@@ -300,6 +300,62 @@ class OvEditor(Recorder):
             inp.replace_source_output(_like(src, value).output(0))
         self._record([op.get_friendly_name()], [op.get_friendly_name()])
 
+    def commute(self, resize_id: str, conv_id: str) -> list[str]:
+        resize, conv = self._op(resize_id), self._op(conv_id)
+        node = self.view.node(conv_id)
+        if conv.input_value(0).get_node().get_instance_id() != resize.get_instance_id():
+            raise ValueError(f"{conv_id} does not read the output of {resize_id}")
+        end = self._op(node.attrs["bias_add"]) if node.attrs.get("bias_add") else conv  # the pair ends after the bias
+        out, y = end.output(0), resize.output(0)
+        readers, names = list(out.get_target_inputs()), set(out.get_names())
+        conv.input(0).replace_source_output(resize.input_value(0))
+        resize.input(0).replace_source_output(out)
+        for r in readers:
+            r.replace_source_output(y)
+        out.set_names(set())
+        y.set_names(names)
+        self._commuted_sizes(resize, self.view.node(resize_id), int(node.attrs["weight_shape"][0]))
+        changed = list(dict.fromkeys(op.get_friendly_name() for op in (conv, end, resize)))
+        self._record(changed, changed)
+        return changed
+
+    def _commuted_sizes(self, op, node: Node, channels: int) -> None:
+        """An Interpolate whose sizes cover the channel axis: that entry becomes ``channels``. A computed chain
+        becomes scales when they are whole numbers (any input size), else a constant of the current shapes."""
+        import openvino.opset13 as ops
+
+        a, version = op.get_attributes(), node.version
+        calc = "sizes" if version == "opset1" else a.get("shape_calculation_mode", "sizes")
+        if version == "opset1":
+            axes: list[int] | None = list(a.get("axes", []))
+        else:
+            k = 3 if version == "opset4" else 2
+            if version != "opset4" and calc != "sizes":
+                return  # Interpolate-11 by scales: the channel scale stays 1
+            av = self.view.const(node.inputs[k]) if len(node.inputs) > k else None
+            axes = None if av is None else av.astype(np.int64).tolist()
+        rank = op.get_input_partial_shape(0).rank.get_length()
+        axes = list(range(rank)) if axes is None else [x % rank for x in axes]
+        if 1 not in axes:
+            return
+        src = op.input_value(1).get_node()
+        stored = node_const(src) is not None
+        if not stored and calc != "sizes":
+            return  # Interpolate-4 by scales ignores its computed sizes input
+        scales = node.attrs["resize"].get().scales
+        if not stored and version != "opset1" and scales is not None and all(float(v).is_integer() for v in scales):
+            # a ShapeOf chain: scales keep the model free of any one input size
+            op.set_attribute("shape_calculation_mode", "scales")
+            value = ops.constant(np.array([scales[x] for x in axes], np.float32)).output(0)
+            op.input(2 if version == "opset4" else 1).replace_source_output(value)
+            return
+        sizes = self.view.const(node.inputs[1])
+        if sizes is None:
+            raise ValueError(f"{node.id}: sizes over the channel axis are computed at run time; cannot update them")
+        new = np.array(sizes).copy()
+        new[axes.index(1)] = channels
+        op.input(1).replace_source_output(ops.constant(new.astype(sizes.dtype)).output(0))
+
     def set_bias(self, node_id: str, value: np.ndarray) -> None:
         """Set a conv's bias: the constant of the Add the builder (or the converter) put after it."""
         op = self._op(node_id)

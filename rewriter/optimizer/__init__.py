@@ -22,7 +22,7 @@ __all__ = ["OptimizeReport", "ParetoPoint", "SiteRow", "Candidate", "Evaluation"
            "SearchResult", "SearchSpace", "optimize", "render_text", "DEFAULT_PASSES", "KEEP"]
 
 TARGETS = ("kmb", "mtl", "cpu")
-DEFAULT_PASSES = ("asym_interp", "interp_deconv", "dwpw", "int8")
+DEFAULT_PASSES = ("resize_commute", "asym_interp", "interp_deconv", "dwpw", "int8")  # resize_commute: exact, up front
 NOISE = 0.02  # a measured CPU ratio this much above 1 (and above 1 at p10) counts as slower
 
 
@@ -64,6 +64,14 @@ def _site_rows(res: SearchResult, space: Any) -> list[SiteRow]:
                             error={k: round(v, 6) for k, v in (s.usage if s else {}).items()},
                             budget_used=round(s.error, 6) if s else 0.0, engine=engine,
                             selected=key in chosen, reason=reason))
+    for d in getattr(space, "commuted", []):  # exact commutes taken up front: no error, never searched
+        saved = {t: v["before"] - v["after"] for t, v in (d.details.get("latency_us") or {}).items()}
+        engine = {"default": d.choice, "reason": d.reason, "choices": list(d.choices),
+                  "latency_us": d.details.get("latency_us")}
+        engine.update({k: d.details[k] for k in ("engine_before", "engine_after") if k in d.details})
+        rows.append(SiteRow(site=d.site, pass_name=d.pass_name, op=d.op, choice=d.choice,
+                            saved_us={t: round(v, 3) for t, v in saved.items()}, error={}, budget_used=0.0,
+                            engine=engine, selected=True))
     rows.sort(key=lambda r: (not r.selected, -r.saved_us.get(res.objective, 0.0)))
     return rows
 
@@ -259,7 +267,8 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
             frame = _fit_frame(search, res, others, select=objective == "fit-frame")
     finally:
         executor.close()
-    final = space.build_model(res.point) if res.point != Point() else handle.clone()
+    final = space.build_model(res.point)  # Point() is the input with resize_commute's exact commutes
+    changed = res.point != Point() or bool(space.commuted)
     notes: list[str] = []
     if getattr(space.splits, "overlap", False):
         notes.append("splits overlap (allow_overlap): the held-out numbers are not held out")
@@ -274,6 +283,10 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
             notes.append(f"measured slower on CPU ({measured['ratio']:.3f}x the input's time): returning the input")
             final = handle.clone()
             res.point, res.validation, res.test = Point(), res.base, None
+            changed, space.commuted = False, []
+    if space.commuted:
+        notes.append(f"resize_commute: {len(space.commuted)} site(s) commuted up front (exact, 1x1 conv before "
+                     f"the resize): {', '.join(d.site for d in space.commuted)}")
     from ..cost import compare
 
     latency = {t: compare(handle, final, t, input_shape=input_shape) for t in targets}
@@ -324,7 +337,7 @@ def optimize(model: Any, *, targets: Sequence[str] = ("mtl",), budget: dict | st
         say("depth pictures of the test split ...")
         with tempfile.TemporaryDirectory(prefix="rewrite-pictures-") as tmp:  # the HTML embeds them
             try:
-                rep.pictures = depth_pictures(space, final, res.point != Point(), tmp)
+                rep.pictures = depth_pictures(space, final, changed, tmp)
             except (RewriteError, ValueError) as e:  # a courtesy: the report is still written without them
                 rep.notes.append(f"no depth pictures: {e}")
             write_html(rep, html)

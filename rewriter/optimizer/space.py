@@ -6,9 +6,11 @@
 
 A candidate model is the input with the passes applied in their order (asym_interp, interp_deconv, dwpw,
 then int8), each with a selection naming every site of the pass (so a site not chosen stays KEEP, whatever
-the pass's default). Models after each pass prefix are cached, so candidates that share a prefix are not
-rebuilt; the original's outputs on each split are computed once. asym_interp runs with ``compensate`` (the
-convs consuming a changed resize are refit on the calibration split) unless the space is built without it.
+the pass's default). ``resize_commute`` (exact) is not searched: every site it predicts faster on every target
+is commuted up front, and the searched passes plan on that model (fidelity is still judged vs the input).
+Models after each pass prefix are cached, so candidates that share a prefix are not rebuilt; the original's
+outputs on each split are computed once. asym_interp runs with ``compensate`` (the convs consuming a changed
+resize are refit on the calibration split) unless the space is built without it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from ..errors import RewriteError
 from ..model import ModelHandle
 from .search import KEEP, Candidate, Evaluation, Point
 
+FREE_PASS = "resize_commute"  # exact and predicted faster: applied up front, not searched
 FLOAT_PASSES = ("asym_interp", "interp_deconv", "dwpw")
 QUANT_PASS = "int8"
-ALL_PASSES = FLOAT_PASSES + (QUANT_PASS,)
+ALL_PASSES = (FREE_PASS, *FLOAT_PASSES, QUANT_PASS)
 # NNCF settings tried on the validation split (first value = the int8 pass's default); an option the pass
 # does not have (e.g. a range estimator before the pass grows one) is left out
 QUANT_OPTIONS: dict[str, list[Any]] = {
@@ -179,6 +182,29 @@ class PassSpace:
         self._prefixes: dict[Any, Any] = {}  # feeds → (feeds, refit.Prefix | None) at the cut above every site
         ctx.shared_prefix = self.shared_prefix
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self.commuted: list[Any] = []  # resize_commute's decisions taken up front
+        self.start = self._commute(model) if FREE_PASS in self.passes else model
+
+    def _commute(self, model: ModelHandle) -> ModelHandle:
+        """The input with every resize_commute site predicted faster on every target commuted (exact)."""
+        from ..engine import apply_pass, plan
+
+        p = self.pass_obj(FREE_PASS)
+        decisions = plan(model, p, self.ctx)
+        for d in decisions:
+            self._decisions[(FREE_PASS, d.site)] = d
+        faster = set()
+        for d in decisions:  # never slower on any target: the search's result must not be
+            saved = _parse_prior(d.details, d.choice, self.targets, True) if d.will_change else {}
+            if saved and all(v > 0 for v in saved.values()):
+                faster.add(d.site)
+        if not faster:
+            return model
+        out = model.clone()
+        res = apply_pass(out, p, self.ctx, selection={d.site: d.choice if d.site in faster else KEEP
+                                                      for d in decisions})
+        self.commuted = [d for d in res.decisions if d.will_change]
+        return out
 
     # ---- passes and states ---------------------------------------------------------------------------
     def pass_obj(self, name: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -203,7 +229,7 @@ class PassSpace:
 
     def _state(self, key: tuple) -> _State | None:
         if key == ():
-            return self._states.setdefault((), _State(self.original))
+            return self._states.setdefault((), _State(self.start))
         st = self._states.get(key)
         if st is not None:
             self._states.move_to_end(key)
@@ -383,8 +409,8 @@ class PassSpace:
         return {t: float(predict(model, t, input_shape=self.input_shape).total_ms) for t in self.targets}
 
     def shared_prefix(self, feeds: list[dict[str, np.ndarray]], sites: Sequence[str]) -> Any:
-        """The original's activations on ``feeds`` at the cut upstream of every candidate site, captured once
-        (:class:`rewriter.refit.Prefix`). Every model the space builds equals the original above that cut, so
+        """The start model's activations on ``feeds`` at the cut upstream of every candidate site, captured once
+        (:class:`rewriter.refit.Prefix`). Every model the space builds equals the start above that cut, so
         a refit or an evaluation runs only the suffix below it (for MiDaS, the decoder: never the encoder
         again). None when ``sites`` are not all candidate sites or there is no usable cut."""
         if self._cands is None or not feeds:
@@ -403,7 +429,7 @@ class PassSpace:
         if key not in self._prefixes:
             from ..refit import Prefix
 
-            pre = Prefix(self.original, list(feeds), sorted(every))
+            pre = Prefix(self.start, list(feeds), sorted(every))
             self._prefixes[key] = pre if pre.acts is not None else None
         return self._prefixes[key]
 
