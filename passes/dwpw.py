@@ -99,8 +99,10 @@ class DwpwPass(Pass):
                                        and "bias_add" not in node.attrs))
             if "out_hw" in details:  # where the conv runs and where its pair runs, per target (the report's table)
                 engines = {t: _engines(t, details, rank) for t in ctx.targets or (target,)}
-                details["engine_before"] = {t: e[0] for t, e in engines.items()}
-                details["engine_after"] = {t: e[1] for t, e in engines.items()}
+                k = "x".join(map(str, details["kernel"]))
+                details["engine_before"] = {t: {"engine": e[0], "rule": f"{k} conv"} for t, e in engines.items()}
+                details["engine_after"] = {t: {"engine": e[1], "rule": f"depthwise {k} + pointwise 1x1, rank {rank}"}
+                                           for t, e in engines.items()}
             reason = self._gain_reason(details, target)
             choice = KEEP if reason else f"rank{rank}"
             out.append(Decision(node.id, self.name, node.kind, choices, choice,

@@ -250,8 +250,9 @@ def test_sites_say_where_the_conv_and_its_pair_run_per_target():
     p = build_passes(["dwpw"], {"dwpw": {"refit": False}})[0]
     (d,) = p.apply(m, PassContext(targets=("mtl", "kmb", "cpu"))).decisions
     assert set(d.details["engine_before"]) == set(d.details["engine_after"]) == {"mtl", "kmb", "cpu"}
-    assert d.details["engine_before"]["mtl"] == d.details["engine_after"]["mtl"] == "dpu"
-    assert d.details["engine_before"]["cpu"] == d.details["engine_after"]["cpu"] == "cpu"
+    before, after = d.details["engine_before"], d.details["engine_after"]
+    assert before["mtl"]["engine"] == after["mtl"]["engine"] == "dpu" and before["mtl"]["rule"] == "3x3 conv"
+    assert before["cpu"]["engine"] == after["cpu"]["engine"] == "cpu" and "rank 1" in after["cpu"]["rule"]
 
 # ---- refit --------------------------------------------------------------------------------------------------------
 def image_model(seed=0) -> ModelHandle:
