@@ -383,7 +383,7 @@ def optimize_view(rep: OptimizeReport) -> dict:
                                       "engine_default": eng.get("default")}})
         taken = sum(bool(x.get("selected")) for x in rows)
         entry: dict[str, Any] = {"name": name, "status": "applied" if taken else "not_taken", "sites_changed": taken,
-                                 "sites": sites, "exact": False, "notes": []}
+                                 "sites": sites, "exact": _exact(name), "notes": []}
         if name == "int8" and isinstance(d.get("int8"), dict):
             q = d["int8"]
             entry.update(status="applied" if q.get("enabled") else "not_taken",
@@ -1191,6 +1191,14 @@ def _saved_us(lat: Any, target: str) -> float | None:
         if isinstance(v.get("before"), (int, float)) and isinstance(v.get("after"), (int, float)):
             return float(v["before"]) - float(v["after"])
     return None
+
+
+def _exact(pass_name: str) -> bool:
+    """Whether a registered pass is exact (interp_deconv, resize_commute) rather than approximate."""
+    from .passbase import load_passes
+
+    cls = load_passes().get(pass_name)
+    return bool(getattr(cls, "exact", False))
 
 
 def decision_table(report: Report) -> Table:

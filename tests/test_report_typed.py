@@ -198,6 +198,10 @@ def test_optimize_site_rows_become_decisions_with_error_contribution():
     assert "optimize: 2 Pareto point(s); chosen 2 site choice(s)" in lines
     rep.sites = rep.sites[:2]
     assert "dropped asym_interp: no site taken: skip: no predicted saving on mtl (1 site(s))" in headline(rep)
+    from rewriter.report import optimize_view
+
+    kinds = {p["name"]: p["exact"] for p in optimize_view(rep)["passes"]}
+    assert kinds == {"dwpw": False, "asym_interp": False, "interp_deconv": True}  # from each pass's class
 
 
 # ---- the first screen in headless Chromium -------------------------------------------------------------------
