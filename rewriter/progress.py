@@ -141,6 +141,17 @@ def nncf_into(say: Any, quiet: bool) -> Iterator[None]:
         nncf_logger.setLevel(level)
 
 
+def silence_nncf() -> None:
+    """For worker processes: NNCF logs errors only and its bars become :func:`count` calls, which print nothing
+    there (no active progress). Otherwise each worker draws its own bars into the parent's terminal or log."""
+    try:
+        from nncf.common.logging.logger import nncf_logger
+    except ImportError:
+        return
+    nncf_logger.setLevel(logging.ERROR)
+    _route_nncf_bars()
+
+
 class _Track:
     """Stands in for ``nncf.common.logging.track_progress.track``: NNCF's calibration bars become our counts."""
 

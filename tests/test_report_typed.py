@@ -324,3 +324,19 @@ def test_dwpw_refit_counts_each_site(tiny):
     refit = [(d, t) for phase, d, t in bar.counts if phase.startswith("refitting ")]
     changed = rep.passes[0].sites_changed
     assert changed > 0 and refit == [(i, changed) for i in range(1, changed + 1)]
+
+
+def test_worker_processes_print_nothing_of_nncf():
+    """What an optimize worker runs first: NNCF's bars draw nothing and its logger keeps errors only."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("nncf")
+    code = ("from rewriter.progress import silence_nncf; silence_nncf()\n"
+            "import logging, nncf.common.tensor_statistics.aggregator as agg\n"
+            "from nncf.common.logging.logger import nncf_logger\n"
+            "assert list(agg.track(range(3), description='Statistics collection')) == [0, 1, 2]\n"
+            "nncf_logger.warning('hidden'); assert nncf_logger.level == logging.ERROR\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Statistics" not in r.stdout + r.stderr and "hidden" not in r.stdout + r.stderr

@@ -60,7 +60,16 @@ def _worker_init(spec: Any) -> None:
     global _WORKER_SPACE
     from .space import build_space
 
+    _quiet(spec)
     _WORKER_SPACE = build_space(spec)
+
+
+def _quiet(spec: Any) -> None:
+    """A worker that may quantize prints nothing of NNCF's (the parent reports progress)."""
+    if "int8" in getattr(spec, "passes", ()):
+        from ..progress import silence_nncf
+
+        silence_nncf()
 
 
 def _worker_eval(args: tuple[Point, str]) -> Evaluation:
@@ -156,6 +165,7 @@ class _SpaceActor:
     def __init__(self, spec: Any):
         from .space import build_space
 
+        _quiet(spec)
         self.space = build_space(spec)
 
     def evaluate(self, point: Point, split: str) -> Evaluation:
