@@ -84,10 +84,3 @@ def test_ray_executor_on_a_local_instance():
     finally:
         ray.shutdown()
     assert not ray.is_initialized()
-
-
-def test_local_workers_share_out_the_cores():
-    from rewriter.optimizer.executors import worker_threads
-
-    assert [worker_threads(w, cores=8) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
-    assert worker_threads(2, cores=2) == 1

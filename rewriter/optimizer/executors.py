@@ -56,23 +56,12 @@ class InProcessExecutor:
 _WORKER_SPACE: SearchSpace | None = None
 
 
-def _worker_init(spec: Any, threads: int | None = None) -> None:
+def _worker_init(spec: Any) -> None:
     global _WORKER_SPACE
     from .space import build_space
 
-    if threads:  # workers share the cores: each OpenVINO spinning on all of them slows every one down
-        from ..model import ov_core
-
-        ov_core().set_property("CPU", {"INFERENCE_NUM_THREADS": threads})
     _quiet(spec)
     _WORKER_SPACE = build_space(spec)
-
-
-def worker_threads(workers: int, cores: int | None = None) -> int:
-    """OpenVINO inference threads per local worker: the cores shared out, at least one."""
-    import os
-
-    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
 
 
 def _quiet(spec: Any) -> None:
@@ -101,8 +90,7 @@ class ProcessExecutor:
             raise RewriteError(f"--workers {workers}: must be at least 1")
         self.workers = workers
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                           initializer=_worker_init,
-                                           initargs=(space.spec(), worker_threads(workers)))
+                                           initializer=_worker_init, initargs=(space.spec(),))
 
     def imap(self, points: Sequence[Point], split: str = "validation") -> Iterator[Evaluation]:
         return self.pool.map(_worker_eval, [(p, split) for p in points])
