@@ -11,30 +11,30 @@ which keeps the replaced node's name and output tensor. align_corners sites stay
 from __future__ import annotations
 
 from rewriter.graph import Editor, GraphView
-from rewriter.interp import compile_pattern, deconv_blocker, deconv_plan, name_filter_reason, site_engines, sites
-from rewriter.passbase import KEEP, Decision, Option, Pass, PassContext, register
+from rewriter.interp import (
+    NameFiltered,
+    deconv_blocker,
+    deconv_plan,
+    name_filter_options,
+    name_filter_reason,
+    site_engines,
+    sites,
+)
+from rewriter.passbase import KEEP, Decision, Pass, PassContext, register
 
 DECONV = "deconv"
 
 
 @register
-class InterpDeconv(Pass):
+class InterpDeconv(NameFiltered, Pass):
     name = "interp_deconv"
     description = ("Replace integer-scale bilinear upsampling (asymmetric/half_pixel) with an exactly "
                    "equivalent edge Pad + fixed-weight depthwise ConvTranspose the NPU runs on its DPU")
     exact = True
-    options = {
-        "include": Option(None, str, "regex: only replace sites whose node name matches (re.search)"),
-        "exclude": Option(None, str, "regex: leave sites whose node name matches (re.search)"),
-    }
-
-    def check_options(self) -> None:
-        compile_pattern(self.name, "include", self.opts.include)
-        compile_pattern(self.name, "exclude", self.opts.exclude)
+    options = name_filter_options("replace")
 
     def plan(self, view: GraphView, ctx: PassContext) -> list[Decision]:
-        include = compile_pattern(self.name, "include", self.opts.include)
-        exclude = compile_pattern(self.name, "exclude", self.opts.exclude)
+        include, exclude = self.name_filters()
         out = []
         for s in sites(view):
             details = s.details()

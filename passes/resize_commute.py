@@ -23,31 +23,23 @@ from typing import Any
 import numpy as np
 
 from rewriter.graph import CONV_KINDS, Editor, GraphView, Node
-from rewriter.interp import InterpSite, compile_pattern, name_filter_reason, sites
-from rewriter.passbase import KEEP, Decision, Option, Pass, PassContext, register
+from rewriter.interp import InterpSite, NameFiltered, name_filter_options, name_filter_reason, sites
+from rewriter.passbase import KEEP, Decision, Pass, PassContext, register
 
 CONV_FIRST = "conv_first"
 _QUANT_KINDS = ("quantize", "dequantize", "fake_quantize")
 
 
 @register
-class ResizeCommute(Pass):
+class ResizeCommute(NameFiltered, Pass):
     name = "resize_commute"
     description = ("Move the 1x1 conv that reads a bilinear/nearest upsample ahead of it (exact: the conv runs "
                    "on 1/s² of the pixels, the resize on the conv's output channels)")
     exact = True
-    options = {
-        "include": Option(None, str, "regex: only commute sites whose resize node name matches (re.search)"),
-        "exclude": Option(None, str, "regex: leave sites whose resize node name matches (re.search)"),
-    }
-
-    def check_options(self) -> None:
-        compile_pattern(self.name, "include", self.opts.include)
-        compile_pattern(self.name, "exclude", self.opts.exclude)
+    options = name_filter_options("commute")
 
     def plan(self, view: GraphView, ctx: PassContext) -> list[Decision]:
-        include = compile_pattern(self.name, "include", self.opts.include)
-        exclude = compile_pattern(self.name, "exclude", self.opts.exclude)
+        include, exclude = self.name_filters()
         out = []
         for site in sites(view):
             details = site.details()

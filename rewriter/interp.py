@@ -323,6 +323,29 @@ def name_filter_reason(name: str, include: re.Pattern | None, exclude: re.Patter
     return None
 
 
+class NameFiltered:
+    """Mixin for a resize pass with ``include``/``exclude`` node-name options (:func:`name_filter_options`): checks
+    them in ``check_options`` and compiles them for ``plan``."""
+
+    name: str
+    opts: Any
+
+    def check_options(self) -> None:
+        self.name_filters()
+
+    def name_filters(self) -> tuple[re.Pattern | None, re.Pattern | None]:
+        return (compile_pattern(self.name, "include", self.opts.include),
+                compile_pattern(self.name, "exclude", self.opts.exclude))
+
+
+def name_filter_options(verb: str) -> dict[str, Any]:
+    """The ``include``/``exclude`` options of a :class:`NameFiltered` pass; ``verb`` says what a site undergoes."""
+    from .passbase import Option
+
+    return {"include": Option(None, str, f"regex: only {verb} sites whose resize node name matches (re.search)"),
+            "exclude": Option(None, str, "regex: leave sites whose resize node name matches (re.search)")}
+
+
 def site_engines(site: InterpSite, modes: tuple[str, ...], targets: tuple[str, ...], *,
                  single_use: bool = True) -> dict[str, dict[str, dict[str, str]]]:
     """``{target: {mode: {"engine", "rule"}}}``: where the site lands per coordinate mode
