@@ -179,7 +179,7 @@ class PassSpace:
         self._quantized: OrderedDict[Point, tuple[ModelHandle, list[str]]] = OrderedDict()
         self._cands: dict[str, Candidate] | None = None
         self._decisions: dict[tuple[str, str], Any] = {}  # (pass, site) → Decision on the input model
-        self._prefixes: dict[Any, Any] = {}  # feeds → (feeds, refit.Prefix | None) at the cut above every site
+        self._prefixes: dict[str, Any] = {}  # feeds digest → refit.Prefix (None: no usable cut) above every site
         ctx.shared_prefix = self.shared_prefix
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.commuted: list[Any] = []  # resize_commute's decisions taken up front
