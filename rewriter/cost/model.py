@@ -515,29 +515,9 @@ def dwpw_pair_cost_us(target: str, cin: int, cout: int, k: int, h: int, w: int, 
     ``form``: ``multiplier`` — one depthwise conv with channel multiplier ``rank`` (cin -> cin*rank), or
     ``split`` — ``rank`` plain depthwise convs + a Concat; both followed by a 1x1 conv cin*rank -> cout.
     """
-    if form not in ("multiplier", "split"):
-        raise RewriteError(f"dwpw form '{form}': use 'multiplier' or 'split'")
-    if rank < 1:
-        raise RewriteError(f"dwpw rank {rank}: must be >= 1")
+    pair = _pair_layers(cin, cout, k, h, w, rank, form, stride, precision)  # checks form and rank first
     p = get_profile(target)
-    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
-    if form == "multiplier":
-        dw = layer_cost(synthetic_conv(cin=cin, cout=cin * rank, k=k, h=h, w=w, groups=cin, stride=stride,
-                                       precision=precision), target, p).us
-    else:
-        one = layer_cost(synthetic_conv(cin=cin, cout=cin, k=k, h=h, w=w, groups=cin, stride=stride,
-                                        precision=precision), target, p).us
-        dw = rank * one
-        if rank > 1:
-            from .layers import make_layer
-
-            cat = make_layer("concat", "Concat", "concat", [[1, cin, ho, wo]] * rank, [1, cin * rank, ho, wo],
-                              precision=precision)
-            dw += layer_cost(cat, target, p).us
-    pw = layer_cost(synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision),
-                    target, p).us
-    return dw + pw
-
+    return sum(n * layer_cost(info, target, p).us for n, info in pair)
 
 
 def dwpw_engines(target: str, cin: int, cout: int, k: int, h: int, w: int, rank: int = 1, form: str = "split",
@@ -545,13 +525,30 @@ def dwpw_engines(target: str, cin: int, cout: int, k: int, h: int, w: int, rank:
     """Where a cin->cout kxk conv runs on ``target``, and where its depthwise + pointwise replacement runs
     ("dpu", or "dpu+shave" when the two halves land on different engines), as :func:`dwpw_pair_cost_us` prices them."""
     p = get_profile(target)
-    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
     conv = layer_cost(synthetic_conv(cin=cin, cout=cout, k=k, h=h, w=w, stride=stride, precision=precision),
                       target, p).engine
-    dw = layer_cost(synthetic_conv(cin=cin, cout=cin * (rank if form == "multiplier" else 1), k=k, h=h, w=w,
-                                   groups=cin, stride=stride, precision=precision), target, p).engine
-    pw = layer_cost(synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision), target, p).engine
+    pair = _pair_layers(cin, cout, k, h, w, rank, form, stride, precision)
+    dw, pw = (layer_cost(pair[i][1], target, p).engine for i in (0, -1))
     return conv, dw if dw == pw else f"{dw}+{pw}"
+
+
+def _pair_layers(cin: int, cout: int, k: int, h: int, w: int, rank: int, form: str, stride: int,
+                 precision: str) -> list[tuple[int, LayerInfo]]:
+    """The layers of a depthwise + pointwise pair as (count, layer): depthwise first, pointwise last."""
+    if form not in ("multiplier", "split"):
+        raise RewriteError(f"dwpw form '{form}': use 'multiplier' or 'split'")
+    if rank < 1:
+        raise RewriteError(f"dwpw rank {rank}: must be >= 1")
+    ho, wo = math.ceil(h / stride), math.ceil(w / stride)
+    multiplier = form == "multiplier"
+    out = [(1 if multiplier else rank, synthetic_conv(cin=cin, cout=cin * rank if multiplier else cin, k=k, h=h, w=w,
+                                                      groups=cin, stride=stride, precision=precision))]
+    if not multiplier and rank > 1:
+        out.append((1, make_layer("concat", "Concat", "concat", [[1, cin, ho, wo]] * rank, [1, cin * rank, ho, wo],
+                                  precision=precision)))
+    out.append((1, synthetic_conv(cin=cin * rank, cout=cout, k=1, h=ho, w=wo, precision=precision)))
+    return out
+
 
 # ---- text table ------------------------------------------------------------------------------------------
 def cost_table_text(cost: ModelCost, top: int = 10) -> str:
